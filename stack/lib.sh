@@ -1,0 +1,43 @@
+# Shared settings and helpers for the local stack scripts (sourced, not run).
+# Everything listens on 127.0.0.1; state lives in .stack/ (git-ignored).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$ROOT/.stack"
+KAFKA_DIR="$ROOT/stack/kafka"
+KAFKA_STATE="$STATE/kafka"
+KAFKA_PID="$KAFKA_STATE/kafka.pid"
+KAFKA_LOG="$KAFKA_STATE/kafka.log"
+MARIADB_STATE="$STATE/mariadb"
+MARIADB_PID="$MARIADB_STATE/mariadb.pid"
+MARIADB_LOG="$MARIADB_STATE/mariadb.log"
+PG_VERSION="${WADO_PG_VERSION:-15}"
+PG_CLUSTER=main
+PG_MARK="$STATE/postgres.started-by-stack"
+PY="$ROOT/.venv/bin/python"
+
+say() { printf '[stack] %s\n' "$*"; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for SECONDS LOGFILE DESCRIPTION COMMAND...: poll COMMAND until it succeeds.
+wait_for() {
+  local limit=$1 log=$2 what=$3; shift 3
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      die "$what did not come up within ${limit}s; see $log"
+    fi
+    sleep 0.5
+  done
+}
+
+apt_install() {
+  if [ ! -f "$STATE/apt-updated" ]; then
+    apt-get update -qq && mkdir -p "$STATE" && touch "$STATE/apt-updated"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >"$STATE/apt-install.log" 2>&1 \
+    || die "apt-get install $* failed; see $STATE/apt-install.log"
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Start the local stack (Kafka KRaft, PostgreSQL, MariaDB) on 127.0.0.1. Idempotent:
+# anything already running is left alone, so a second `make up` returns in seconds.
+source "$(dirname "$0")/lib.sh"
+mkdir -p "$STATE" "$KAFKA_STATE" "$MARIADB_STATE"
+[ -x "$PY" ] || die "no virtualenv at .venv; run 'make install' first"
+
+# ---------------------------------------------------------------- PostgreSQL
+start_postgres() {
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    say "installing PostgreSQL from Debian packages"
+    apt_install postgresql
+  fi
+  PG_VERSION=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
+  if ! pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v && $2=="main"' | grep -q .; then
+    pg_createcluster "$PG_VERSION" main >/dev/null
+  fi
+  local port status
+  port=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v && $2=="main" {print $3}')
+  status=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v && $2=="main" {print $4}')
+  [ "$port" = 5432 ] || die "PostgreSQL cluster $PG_VERSION/main is on port $port, expected 5432"
+  if [ "$status" != online ]; then
+    say "starting PostgreSQL $PG_VERSION"
+    pg_ctlcluster "$PG_VERSION" main start
+    echo "$PG_VERSION" >"$PG_MARK"
+  fi
+  wait_for 30 "/var/log/postgresql/postgresql-$PG_VERSION-main.log" PostgreSQL \
+    su postgres -c "psql -qtAc 'select 1'"
+  su postgres -c "psql -v ON_ERROR_STOP=1 -qtA" <<'SQL' >/dev/null
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wado') THEN
+    CREATE ROLE wado LOGIN PASSWORD 'wado';
+  END IF;
+END $$;
+SELECT 'CREATE DATABASE wado OWNER wado' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'wado')\gexec
+SELECT 'CREATE DATABASE wado_dagster OWNER wado' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'wado_dagster')\gexec
+SQL
+}
+
+# ---------------------------------------------------------------- MariaDB
+mariadb_ping() { mariadb-admin -uroot --connect-timeout=2 ping; }
+
+start_mariadb() {
+  if [ ! -x /usr/sbin/mariadbd ]; then
+    say "installing MariaDB from Debian packages"
+    apt_install mariadb-server
+  fi
+  if ! mariadb_ping >/dev/null 2>&1; then
+    [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >"$MARIADB_LOG" 2>&1
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld "$MARIADB_STATE"
+    say "starting MariaDB"
+    start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$MARIADB_PID" \
+      --exec /usr/sbin/mariadbd -- --user=mysql --bind-address=127.0.0.1 --port=3306 \
+      --log-error="$MARIADB_LOG"
+    wait_for 60 "$MARIADB_LOG" MariaDB mariadb_ping
+  fi
+  mariadb -uroot <<'SQL'
+CREATE DATABASE IF NOT EXISTS wado CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+CREATE USER IF NOT EXISTS 'wado'@'127.0.0.1' IDENTIFIED BY 'wado';
+CREATE USER IF NOT EXISTS 'wado'@'localhost' IDENTIFIED BY 'wado';
+-- Tests create a database each, so the stand-in user may create databases.
+GRANT ALL PRIVILEGES ON *.* TO 'wado'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO 'wado'@'localhost';
+SQL
+}
+
+# ---------------------------------------------------------------- Kafka
+kafka_jars() {
+  local want have=""
+  want=$(sha256sum "$KAFKA_DIR/pom.xml" | cut -d' ' -f1)
+  [ -f "$KAFKA_DIR/lib/.pom.sha256" ] && have=$(cat "$KAFKA_DIR/lib/.pom.sha256")
+  if [ "$want" != "$have" ]; then
+    say "resolving Kafka jars from Maven Central"
+    rm -rf "$KAFKA_DIR/lib"
+    (cd "$KAFKA_DIR" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib \
+      -DincludeScope=runtime >"$KAFKA_STATE/maven.log" 2>&1) \
+      || die "Maven could not resolve Kafka; see $KAFKA_STATE/maven.log"
+    echo "$want" >"$KAFKA_DIR/lib/.pom.sha256"
+  fi
+}
+
+start_kafka() {
+  kafka_jars
+  local data="$KAFKA_STATE/data" props="$KAFKA_STATE/server.properties"
+  sed "s#@DATA_DIR@#$data#" "$KAFKA_DIR/server.properties.in" >"$props"
+  local java=(java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$KAFKA_DIR/log4j2.yaml" -cp "$KAFKA_DIR/lib/*")
+  if [ ! -f "$data/meta.properties" ]; then
+    say "formatting Kafka storage in $data"
+    "${java[@]}" kafka.tools.StorageTool format --config "$props" \
+      --cluster-id "$("${java[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)" \
+      >>"$KAFKA_LOG" 2>&1 || die "Kafka storage format failed; see $KAFKA_LOG"
+  fi
+  if ! pid_alive "$KAFKA_PID"; then
+    port_open 9092 && die "port 9092 is taken by a process this stack did not start"
+    say "starting Kafka"
+    nohup "${java[@]}" kafka.Kafka "$props" >>"$KAFKA_LOG" 2>&1 &
+    echo $! >"$KAFKA_PID"
+  fi
+  wait_for 90 "$KAFKA_LOG" Kafka "$PY" "$ROOT/stack/kafka_admin.py" ready
+  "$PY" "$ROOT/stack/kafka_admin.py" create-topics
+}
+
+start_postgres
+start_mariadb
+start_kafka
+say "up: Kafka 127.0.0.1:9092, PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306"

@@ -1,0 +1,177 @@
+"""The store message the DICOM receiver publishes for each stored file.
+
+``parse_store_message`` turns one Kafka message value into a ``StoreMessage`` or
+raises ``Rejected`` with a reason code. Field names and limits are the upstream
+receiver's (data-model doc); unknown extra fields are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from wado_pipeline.core.rejection import Reason, Rejected
+
+TRANSFER_STATUSES = ("NoNeedTransfer", "Success", "Failed")
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+# name -> max length in characters (None: not a string field)
+_STRING_FIELDS: dict[str, int] = {
+    "trace_id": 36,
+    "worker_node_id": 64,
+    "tenant_id": 64,
+    "patient_id": 64,
+    "study_uid": 64,
+    "series_uid": 64,
+    "sop_uid": 64,
+    "file_path": 512,
+    "transfer_syntax_uid": 64,
+    "series_uid_hash": 20,
+    "study_uid_hash": 20,
+    "accession_number": 64,
+    "target_ts": 64,
+    "source_ip": 24,
+    "source_ae": 64,
+}
+# Non-empty: the pipeline cannot key or locate anything without them.
+_NON_EMPTY = ("trace_id", "tenant_id", "study_uid", "series_uid", "sop_uid", "file_path")
+
+_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
+_DATE_DASHED = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_DATE_PLAIN = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMessage:
+    trace_id: str
+    worker_node_id: str
+    tenant_id: str
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    file_size: int
+    file_path: str
+    transfer_syntax_uid: str
+    number_of_frames: int
+    created_time: datetime
+    series_uid_hash: str
+    study_uid_hash: str
+    accession_number: str
+    target_ts: str
+    study_date: date
+    transfer_status: str
+    source_ip: str
+    source_ae: str
+
+
+def parse_created_time(text: str) -> datetime:
+    """ISO 8601 without zone, 0–9 fractional digits (beyond microseconds is cut)."""
+    m = _DATETIME.match(text)
+    if not m:
+        raise ValueError("not YYYY-MM-DDTHH:MM:SS[.f]")
+    frac = (m.group(7) or "").ljust(6, "0")[:6]
+    y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
+    return datetime(y, mo, d, h, mi, s, int(frac))
+
+
+def parse_message_date(text: str) -> date:
+    """``YYYY-MM-DD`` or ``YYYYMMDD``: producers emit both."""
+    m = _DATE_DASHED.match(text) or _DATE_PLAIN.match(text)
+    if not m:
+        raise ValueError("not YYYY-MM-DD or YYYYMMDD")
+    return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+def _require(obj: dict[str, Any], name: str) -> Any:
+    if name not in obj:
+        raise Rejected(Reason.MISSING_FIELD, f"field {name} is missing")
+    return obj[name]
+
+
+def _string(obj: dict[str, Any], name: str) -> str:
+    value = _require(obj, name)
+    if not isinstance(value, str):
+        raise Rejected(Reason.BAD_TYPE, f"field {name} must be a string")
+    if "\x00" in value:
+        raise Rejected(Reason.BAD_VALUE, f"field {name} contains a NUL character")
+    if len(value) > _STRING_FIELDS[name]:
+        raise Rejected(
+            Reason.TOO_LONG, f"field {name} is {len(value)} characters, limit {_STRING_FIELDS[name]}"
+        )
+    if name in _NON_EMPTY and not value.strip():
+        raise Rejected(Reason.BAD_VALUE, f"field {name} is empty")
+    return value
+
+
+def _integer(obj: dict[str, Any], name: str, maximum: int) -> int:
+    value = _require(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Rejected(Reason.BAD_TYPE, f"field {name} must be an integer")
+    if value < 0 or value > maximum:
+        raise Rejected(Reason.BAD_VALUE, f"field {name} is out of range")
+    return value
+
+
+def parse_store_message(value: bytes | None) -> StoreMessage:
+    """Parse one Kafka message value; raise ``Rejected`` when it is unusable."""
+    if value is None:
+        raise Rejected(Reason.BAD_JSON, "message has no value (tombstone)")
+    try:
+        obj = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise Rejected(Reason.BAD_JSON, f"not valid JSON: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise Rejected(Reason.NOT_OBJECT, f"JSON {type(obj).__name__}, expected an object")
+
+    strings = {name: _string(obj, name) for name in _STRING_FIELDS}
+    file_size = _integer(obj, "file_size", INT64_MAX)
+    frames = _integer(obj, "number_of_frames", INT32_MAX)
+
+    created_raw = _require(obj, "created_time")
+    if not isinstance(created_raw, str):
+        raise Rejected(Reason.BAD_TYPE, "field created_time must be a string")
+    try:
+        created = parse_created_time(created_raw)
+    except ValueError as exc:
+        raise Rejected(Reason.BAD_DATE, f"field created_time: {exc}") from None
+
+    date_raw = _require(obj, "study_date")
+    if not isinstance(date_raw, str):
+        raise Rejected(Reason.BAD_TYPE, "field study_date must be a string")
+    try:
+        study_date = parse_message_date(date_raw)
+    except ValueError as exc:
+        raise Rejected(Reason.BAD_DATE, f"field study_date: {exc}") from None
+
+    status = _require(obj, "transfer_status")
+    if not isinstance(status, str):
+        raise Rejected(Reason.BAD_TYPE, "field transfer_status must be a string")
+    if status not in TRANSFER_STATUSES:
+        raise Rejected(Reason.BAD_ENUM, "field transfer_status is not a known status")
+
+    return StoreMessage(
+        file_size=file_size,
+        number_of_frames=frames,
+        created_time=created,
+        study_date=study_date,
+        transfer_status=status,
+        **strings,
+    )
+
+
+def store_message_to_json(msg: StoreMessage) -> dict[str, Any]:
+    """The wire form of a store message (what the upstream receiver publishes)."""
+    out: dict[str, Any] = {}
+    for name in StoreMessage.__slots__:
+        v = getattr(msg, name)
+        if isinstance(v, datetime):
+            v = v.isoformat()
+        elif isinstance(v, date):
+            v = v.isoformat()
+        out[name] = v
+    return out

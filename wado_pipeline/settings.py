@@ -1,0 +1,98 @@
+"""Every setting of the pipeline, read once from the environment.
+
+This module is the one place that names a topic, a URL or a default. Each field has
+an environment variable (the public interface, documented in the README) and a
+default that matches the local stack started by ``make up``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _env_str(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env_str(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env_str(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _env_str(name, default)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+DEFAULT_STORAGE_ROOT = "/var/lib/wado/storage"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Documentation of one environment variable (rendered into the README table)."""
+
+    env: str
+    default: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = field(metadata={"env": "WADO_KAFKA_BOOTSTRAP"})
+    storage_topic: str = field(metadata={"env": "WADO_STORAGE_TOPIC"})
+    state_topic: str = field(metadata={"env": "WADO_STATE_TOPIC"})
+    image_topic: str = field(metadata={"env": "WADO_IMAGE_TOPIC"})
+    dlq_topic: str = field(metadata={"env": "WADO_DLQ_TOPIC"})
+    consumer_group: str = field(metadata={"env": "WADO_CONSUMER_GROUP"})
+    postgres_url: str = field(metadata={"env": "WADO_POSTGRES_URL"}, repr=False)
+    doris_url: str = field(metadata={"env": "WADO_DORIS_URL"}, repr=False)
+    doris_flavor: str = field(metadata={"env": "WADO_DORIS_FLAVOR"})
+    storage_roots: tuple[Path, ...] = field(metadata={"env": "WADO_STORAGE_ROOTS"})
+    batch_messages: int = field(metadata={"env": "WADO_BATCH_MESSAGES"})
+    batch_wait_seconds: float = field(metadata={"env": "WADO_BATCH_WAIT_SECONDS"})
+    max_batch_messages: int = field(metadata={"env": "WADO_MAX_BATCH_MESSAGES"})
+    parse_workers: int = field(metadata={"env": "WADO_PARSE_WORKERS"})
+    kafka_timeout_seconds: float = field(metadata={"env": "WADO_KAFKA_TIMEOUT_SECONDS"})
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        roots = _env_str("WADO_STORAGE_ROOTS", DEFAULT_STORAGE_ROOT)
+        return cls(
+            kafka_bootstrap=_env_str("WADO_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            storage_topic=_env_str("WADO_STORAGE_TOPIC", "storage_queue"),
+            state_topic=_env_str("WADO_STATE_TOPIC", "dicom_state_queue"),
+            image_topic=_env_str("WADO_IMAGE_TOPIC", "dicom_image_queue"),
+            dlq_topic=_env_str("WADO_DLQ_TOPIC", "storage_queue_dlq"),
+            consumer_group=_env_str("WADO_CONSUMER_GROUP", "dicom-consumer-group"),
+            postgres_url=_env_str(
+                "WADO_POSTGRES_URL", "postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado"
+            ),
+            doris_url=_env_str("WADO_DORIS_URL", "mysql+pymysql://wado:wado@127.0.0.1:3306/wado"),
+            doris_flavor=_env_choice("WADO_DORIS_FLAVOR", "mariadb", ("doris", "mariadb")),
+            storage_roots=tuple(Path(r) for r in roots.split(":") if r),
+            batch_messages=_env_int("WADO_BATCH_MESSAGES", 50),
+            batch_wait_seconds=_env_float("WADO_BATCH_WAIT_SECONDS", 5.0),
+            max_batch_messages=_env_int("WADO_MAX_BATCH_MESSAGES", 2000),
+            parse_workers=_env_int("WADO_PARSE_WORKERS", os.cpu_count() or 1),
+            kafka_timeout_seconds=_env_float("WADO_KAFKA_TIMEOUT_SECONDS", 3.0),
+        )
+
+    def env_names(self) -> list[str]:
+        """The environment variables this settings object reads."""
+        return [f.metadata["env"] for f in fields(self)]
