@@ -61,6 +61,7 @@ class Settings:
     dlq_topic: str = field(metadata={"env": "WADO_DLQ_TOPIC"})
     consumer_group: str = field(metadata={"env": "WADO_CONSUMER_GROUP"})
     postgres_url: str = field(metadata={"env": "WADO_POSTGRES_URL"}, repr=False)
+    postgres_schema: str = field(metadata={"env": "WADO_POSTGRES_SCHEMA"})
     doris_url: str = field(metadata={"env": "WADO_DORIS_URL"}, repr=False)
     doris_flavor: str = field(metadata={"env": "WADO_DORIS_FLAVOR"})
     storage_roots: tuple[Path, ...] = field(metadata={"env": "WADO_STORAGE_ROOTS"})
@@ -83,6 +84,7 @@ class Settings:
             postgres_url=_env_str(
                 "WADO_POSTGRES_URL", "postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado"
             ),
+            postgres_schema=_env_str("WADO_POSTGRES_SCHEMA", "public"),
             doris_url=_env_str("WADO_DORIS_URL", "mysql+pymysql://wado:wado@127.0.0.1:3306/wado"),
             doris_flavor=_env_choice("WADO_DORIS_FLAVOR", "mariadb", ("doris", "mariadb")),
             storage_roots=tuple(Path(r) for r in roots.split(":") if r),

@@ -261,9 +261,7 @@ def build_records(
     i.ascii("content_time", Tag(0x0008, 0x0033), V.to_time)
     i.ascii("instance_number", Tag(0x0020, 0x0013), V.to_int)
     i.text("image_type", Tag(0x0008, 0x0008))
-    i.ascii(
-        "image_orientation_patient", Tag(0x0020, 0x0037), V.to_multi_number, PLANE_ORIENTATION
-    )
+    i.ascii("image_orientation_patient", Tag(0x0020, 0x0037), V.to_multi_number, PLANE_ORIENTATION)
     i.ascii("image_position_patient", Tag(0x0020, 0x0032), V.to_multi_number, PLANE_POSITION)
     i.ascii("slice_thickness", Tag(0x0018, 0x0050), V.to_float, PIXEL_MEASURES)
     i.ascii("spacing_between_slices", Tag(0x0018, 0x0088), V.to_float, PIXEL_MEASURES)

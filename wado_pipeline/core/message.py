@@ -101,7 +101,8 @@ def _string(obj: dict[str, Any], name: str) -> str:
         raise Rejected(Reason.BAD_VALUE, f"field {name} contains a NUL character")
     if len(value) > _STRING_FIELDS[name]:
         raise Rejected(
-            Reason.TOO_LONG, f"field {name} is {len(value)} characters, limit {_STRING_FIELDS[name]}"
+            Reason.TOO_LONG,
+            f"field {name} is {len(value)} characters, limit {_STRING_FIELDS[name]}",
         )
     if name in _NON_EMPTY and not value.strip():
         raise Rejected(Reason.BAD_VALUE, f"field {name} is empty")
@@ -169,9 +170,7 @@ def store_message_to_json(msg: StoreMessage) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in StoreMessage.__slots__:
         v = getattr(msg, name)
-        if isinstance(v, datetime):
-            v = v.isoformat()
-        elif isinstance(v, date):
+        if isinstance(v, date):  # datetime is a date too
             v = v.isoformat()
         out[name] = v
     return out

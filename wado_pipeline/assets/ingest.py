@@ -1,0 +1,342 @@
+"""The micro-batch graph: one run = one offset range of one storage-topic partition.
+
+    storage topic ─► read_batch ─┬─► publish_records ─► kafka/<state>, kafka/<image>
+                                 ├─► write_postgres ──► postgres/dicom_*_meta
+                                 ├─► write_doris ─────► doris/dicom_*_meta
+                                 ├─► write_rejects ───► kafka/<dlq>, postgres/dicom_ingest_error
+                                 └─► commit_offsets (after all of the above)
+
+Each write is its own op, so "re-execute from failure" in the UI redoes only the
+write that failed; ``read_batch``'s output is kept by the IO manager for that.
+Run config holds only the offset range; everything else is read from Kafka.
+"""
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dagster import (
+    AssetIn,
+    AssetKey,
+    AssetOut,
+    AssetSpec,
+    Config,
+    Failure,
+    In,
+    MetadataValue,
+    Nothing,
+    OpExecutionContext,
+    Out,
+    Output,
+    graph_multi_asset,
+    op,
+)
+
+from wado_pipeline.core import schema as S
+from wado_pipeline.core.batch import GroupedBatch, group
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.parallel import process_records
+from wado_pipeline.core.wire import encode_row, image_key, state_key
+from wado_pipeline.resources.doris import DorisResource
+from wado_pipeline.resources.ingest import IngestSettings
+from wado_pipeline.resources.kafka import KafkaResource, OffsetRangeUnavailable, OutgoingMessage
+from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.settings import Settings
+
+GROUP = "ingest"
+PAYLOAD_TEXT_LIMIT = 1_000_000
+
+
+class BatchConfig(Config):
+    """The batch: a partition's offset range [start, end). No message content."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+
+@dataclass
+class Batch:
+    """What ``read_batch`` hands to the write ops."""
+
+    range: OffsetRange
+    grouped: GroupedBatch
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def asset_keys(settings: Settings) -> dict[str, AssetKey]:
+    """Every asset key of the pipeline, named after where the data lives."""
+    keys = {
+        "storage": AssetKey(["kafka", settings.storage_topic]),
+        "state_topic": AssetKey(["kafka", settings.state_topic]),
+        "image_topic": AssetKey(["kafka", settings.image_topic]),
+        "dlq_topic": AssetKey(["kafka", settings.dlq_topic]),
+        "pg_errors": AssetKey(["postgres", S.INGEST_ERROR.name]),
+        "group_offsets": AssetKey(["kafka", "consumer_groups", settings.consumer_group]),
+    }
+    for t in S.PIPELINE_TABLES:
+        keys[f"pg_{t.name}"] = AssetKey(["postgres", t.name])
+        keys[f"doris_{t.name}"] = AssetKey(["doris", t.name])
+    return keys
+
+
+def _stage(batch: Batch, name: str, started: float) -> None:
+    batch.timings[name] = round(time.perf_counter() - started, 4)
+
+
+@op(ins={"storage": In(Nothing)}, out=Out(Batch))
+def read_batch(
+    context: OpExecutionContext, config: BatchConfig, kafka: KafkaResource, ingest: IngestSettings
+) -> Batch:
+    """Read exactly the configured offset range, parse every message, group the rows."""
+    rng = OffsetRange(config.topic, config.partition, config.start, config.end)
+    t0 = time.perf_counter()
+    try:
+        records = kafka.read_range(rng.topic, rng.partition, rng.start, rng.end)
+    except OffsetRangeUnavailable as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    batch = Batch(rng, GroupedBatch())
+    _stage(batch, "read_s", t0)
+    t1 = time.perf_counter()
+    batch.grouped = group(process_records(records, ingest.roots, ingest.parse_workers))
+    _stage(batch, "parse_s", t1)
+    g = batch.grouped
+    if not g.reconciles:
+        raise Failure(
+            f"counts do not reconcile: {g.consumed} != {g.accepted} + {len(g.rejections)}"
+        )
+    context.log.info(
+        f"{rng.run_key}: {g.consumed} consumed, {g.accepted} accepted, "
+        f"{len(g.rejections)} rejected {g.rejects_by_reason()}, "
+        f"{len(g.states)} series, {len(g.images)} instances"
+    )
+    return batch
+
+
+def _table_rows(g: GroupedBatch) -> dict[str, list[dict]]:
+    return {
+        S.OBJECT_META.name: g.objects,
+        S.STATE_META.name: g.states,
+        S.IMAGE_META.name: g.images,
+    }
+
+
+def _common_metadata(batch: Batch) -> dict:
+    g = batch.grouped
+    return {
+        "offset_range": f"{batch.range.topic}[{batch.range.partition}] "
+        f"{batch.range.start}..{batch.range.end - 1}",
+        "consumed": g.consumed,
+        "accepted": g.accepted,
+        "rejected": len(g.rejections),
+        "rejects_by_reason": MetadataValue.json(g.rejects_by_reason()),
+        "warnings_by_column": MetadataValue.json(dict(g.warnings)),
+    }
+
+
+@op(out={"state": Out(Nothing), "image": Out(Nothing)})
+def publish_records(
+    context: OpExecutionContext, batch: Batch, kafka: KafkaResource, ingest: IngestSettings
+):
+    """State records (keyed by series) and image records (keyed by SOP instance)."""
+    t0 = time.perf_counter()
+    g = batch.grouped
+    n_state = kafka.publish(
+        ingest.state_topic, [OutgoingMessage(state_key(r), encode_row(r)) for r in g.states]
+    )
+    n_image = kafka.publish(
+        ingest.image_topic, [OutgoingMessage(image_key(r), encode_row(r)) for r in g.images]
+    )
+    elapsed = round(time.perf_counter() - t0, 4)
+    meta = _common_metadata(batch)
+    yield Output(None, "state", metadata={**meta, "messages": n_state, "publish_s": elapsed})
+    yield Output(None, "image", metadata={**meta, "messages": n_image, "publish_s": elapsed})
+
+
+def _write_outputs(batch: Batch, counts: dict[str, int], elapsed: float):
+    meta = _common_metadata(batch)
+    for t in S.PIPELINE_TABLES:
+        yield Output(
+            None,
+            t.name,
+            metadata={**meta, "rows_upserted": counts.get(t.name, 0), "write_s": elapsed},
+        )
+
+
+_TABLE_OUTS = {t.name: Out(Nothing) for t in S.PIPELINE_TABLES}
+
+
+@op(out=_TABLE_OUTS)
+def write_postgres(context: OpExecutionContext, batch: Batch, postgres: PostgresResource):
+    """Upsert the three index tables in one PostgreSQL transaction."""
+    t0 = time.perf_counter()
+    postgres.ensure_tables()
+    counts = postgres.write_batch(_table_rows(batch.grouped))
+    yield from _write_outputs(batch, counts, round(time.perf_counter() - t0, 4))
+
+
+@op(out=_TABLE_OUTS)
+def write_doris(context: OpExecutionContext, batch: Batch, doris: DorisResource):
+    """Upsert the same three tables into Doris (or its MariaDB stand-in)."""
+    t0 = time.perf_counter()
+    doris.ensure_tables()
+    counts = doris.write_batch(_table_rows(batch.grouped))
+    yield from _write_outputs(batch, counts, round(time.perf_counter() - t0, 4))
+
+
+def _payload_text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    text = value[:PAYLOAD_TEXT_LIMIT].decode("utf-8", errors="replace")
+    return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+
+
+@op(out={"dlq": Out(Nothing), "errors": Out(Nothing)})
+def write_rejects(
+    context: OpExecutionContext,
+    batch: Batch,
+    kafka: KafkaResource,
+    postgres: PostgresResource,
+    ingest: IngestSettings,
+):
+    """Rejected messages: the original value to the dead-letter topic (reason, source
+    partition and offset in headers) and a row in ``dicom_ingest_error``."""
+    g, rng = batch.grouped, batch.range
+    n = kafka.publish(
+        ingest.dlq_topic,
+        [
+            OutgoingMessage(
+                key=f"{rng.topic}:{r.partition}:{r.offset}".encode(),
+                value=r.payload,
+                headers=(
+                    ("wado.reason", str(r.reason).encode()),
+                    ("wado.detail", r.detail.encode()),
+                    ("wado.topic", rng.topic.encode()),
+                    ("wado.partition", str(r.partition).encode()),
+                    ("wado.offset", str(r.offset).encode()),
+                    ("wado.run_id", context.run_id.encode()),
+                ),
+            )
+            for r in g.rejections
+        ],
+    )
+    now = datetime.now().replace(tzinfo=None)
+    rows = [
+        {
+            "topic": rng.topic,
+            "partition": r.partition,
+            "offset": r.offset,
+            "reason": str(r.reason),
+            "detail": r.detail,
+            "trace_id": r.trace_id,
+            "run_id": context.run_id,
+            "payload": _payload_text(r.payload),
+            "created_time": now,
+        }
+        for r in g.rejections
+    ]
+    if rows:
+        postgres.ensure_tables()
+        postgres.write_batch({S.INGEST_ERROR.name: rows})
+    by_reason = dict(Counter(str(r.reason) for r in g.rejections))
+    meta = {"rejected": n, "rejects_by_reason": MetadataValue.json(by_reason)}
+    yield Output(None, "dlq", metadata=meta)
+    yield Output(None, "errors", metadata=meta)
+
+
+@op(
+    ins={
+        "published": In(Nothing),
+        "postgres": In(Nothing),
+        "doris": In(Nothing),
+        "rejects": In(Nothing),
+    },
+    out=Out(Nothing),
+)
+def commit_offsets(
+    context: OpExecutionContext, batch: Batch, kafka: KafkaResource, ingest: IngestSettings
+):
+    """After every write succeeded: move the consumer group to the batch's end."""
+    rng = batch.range
+    moved = kafka.commit(ingest.consumer_group, rng.topic, rng.partition, rng.end)
+    context.log.info(
+        f"group {ingest.consumer_group} {'committed' if moved else 'already at or past'} "
+        f"{rng.topic}[{rng.partition}]={rng.end}; stage times {batch.timings}"
+    )
+    yield Output(
+        None,
+        metadata={
+            "topic": rng.topic,
+            "partition": rng.partition,
+            "committed_offset": rng.end,
+            "moved": moved,
+            **{k: v for k, v in batch.timings.items()},
+        },
+    )
+
+
+def build_ingest_assets(settings: Settings):
+    """The storage topic (external) and the graph-backed multi-asset of one batch."""
+    keys = asset_keys(settings)
+    storage = AssetSpec(
+        keys["storage"],
+        description="Store messages published by the DICOM receiver (one per stored file).",
+        kinds={"kafka"},
+        group_name=GROUP,
+    )
+    outs = {
+        "state_topic": AssetOut(key=keys["state_topic"], kinds={"kafka"}, dagster_type=Nothing),
+        "image_topic": AssetOut(key=keys["image_topic"], kinds={"kafka"}, dagster_type=Nothing),
+        "dlq_topic": AssetOut(key=keys["dlq_topic"], kinds={"kafka"}, dagster_type=Nothing),
+        "pg_errors": AssetOut(key=keys["pg_errors"], kinds={"postgres"}, dagster_type=Nothing),
+        "group_offsets": AssetOut(
+            key=keys["group_offsets"],
+            kinds={"kafka"},
+            dagster_type=Nothing,
+            description="The consumer group's committed offsets, advanced after every write "
+            "of a batch succeeded (what Kafka tools read the lag from).",
+        ),
+    }
+    for t in S.PIPELINE_TABLES:
+        outs[f"pg_{t.name}"] = AssetOut(
+            key=keys[f"pg_{t.name}"], kinds={"postgres"}, dagster_type=Nothing
+        )
+        outs[f"doris_{t.name}"] = AssetOut(
+            key=keys[f"doris_{t.name}"], kinds={"doris"}, dagster_type=Nothing
+        )
+
+    @graph_multi_asset(
+        name="ingest_batch",
+        outs=outs,
+        ins={"storage": AssetIn(key=keys["storage"], dagster_type=Nothing)},
+        group_name=GROUP,
+    )
+    def ingest_batch(storage):
+        batch = read_batch(storage)
+        state, image = publish_records(batch)
+        pg = write_postgres(batch)
+        dr = write_doris(batch)
+        dlq, errors = write_rejects(batch)
+        committed = commit_offsets(
+            batch,
+            published=[state, image],
+            postgres=list(pg),
+            doris=list(dr),
+            rejects=[dlq, errors],
+        )
+        result = {
+            "state_topic": state,
+            "image_topic": image,
+            "dlq_topic": dlq,
+            "pg_errors": errors,
+            "group_offsets": committed,
+        }
+        for t, o in zip(S.PIPELINE_TABLES, pg, strict=True):
+            result[f"pg_{t.name}"] = o
+        for t, o in zip(S.PIPELINE_TABLES, dr, strict=True):
+            result[f"doris_{t.name}"] = o
+        return result
+
+    return storage, ingest_batch

@@ -1,0 +1,81 @@
+"""The one ``Definitions`` of the project: assets, job, sensor, resources.
+
+Resources are built from ``Settings`` (the environment). Connection URLs are
+passed as ``EnvVar`` when they come from the environment, so the UI shows the
+variable's name, never a password.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import (
+    AssetSelection,
+    Definitions,
+    EnvVar,
+    define_asset_job,
+    in_process_executor,
+)
+
+from wado_pipeline.assets.checks import build_storage_checks
+from wado_pipeline.assets.ingest import asset_keys, build_ingest_assets
+from wado_pipeline.resources.doris import DorisResource
+from wado_pipeline.resources.ingest import IngestSettings
+from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.sensors.kafka_offsets import build_kafka_sensor
+from wado_pipeline.settings import Settings
+
+JOB_NAME = "ingest_job"
+
+
+def _secret(env: str, value: str):
+    return EnvVar(env) if os.environ.get(env) else value
+
+
+def build_resources(settings: Settings) -> dict:
+    return {
+        "kafka": KafkaResource(
+            bootstrap=settings.kafka_bootstrap, timeout_seconds=settings.kafka_timeout_seconds
+        ),
+        "postgres": PostgresResource(
+            url=_secret("WADO_POSTGRES_URL", settings.postgres_url),
+            schema_name=settings.postgres_schema,
+        ),
+        "doris": DorisResource(
+            url=_secret("WADO_DORIS_URL", settings.doris_url), flavor=settings.doris_flavor
+        ),
+        "ingest": IngestSettings(
+            storage_topic=settings.storage_topic,
+            state_topic=settings.state_topic,
+            image_topic=settings.image_topic,
+            dlq_topic=settings.dlq_topic,
+            consumer_group=settings.consumer_group,
+            storage_roots=[str(r) for r in settings.storage_roots],
+            parse_workers=settings.parse_workers,
+            batch_messages=settings.batch_messages,
+            batch_wait_seconds=settings.batch_wait_seconds,
+            max_batch_messages=settings.max_batch_messages,
+        ),
+    }
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    storage, ingest_batch = build_ingest_assets(settings)
+    job = define_asset_job(
+        JOB_NAME,
+        selection=AssetSelection.assets(ingest_batch),
+        executor_def=in_process_executor,
+        description="One micro-batch: an offset range of one storage-topic partition.",
+    )
+    keys = asset_keys(settings)
+    return Definitions(
+        assets=[storage, ingest_batch],
+        asset_checks=build_storage_checks(keys["storage"]),
+        jobs=[job],
+        sensors=[build_kafka_sensor(job, keys["storage"])],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(Settings.from_env())

@@ -1,0 +1,1 @@
+"""Resources: thin wrappers around the outside world (Kafka, PostgreSQL, Doris)."""

@@ -1,0 +1,93 @@
+"""Apache Doris (analytics copy) over the MySQL protocol.
+
+``flavor="doris"`` speaks Doris: UNIQUE KEY merge-on-write tables with a sequence
+column, plain INSERTs that upsert whole rows. ``flavor="mariadb"`` speaks the
+MariaDB stand-in used on machines without Doris: primary keys and guarded
+``INSERT … ON DUPLICATE KEY UPDATE``, one transaction per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from wado_pipeline.core import schema as S
+from wado_pipeline.resources.retry import with_retries
+from wado_pipeline.resources.tables import doris_ddl, sa_table
+from wado_pipeline.resources.upserts import doris_insert, mariadb_upsert
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError,)
+SPECS = {t.name: t for t in S.PIPELINE_TABLES}
+
+
+class DorisResource(ConfigurableResource):
+    """The Doris database (or its MariaDB stand-in) named by ``url``."""
+
+    url: str
+    flavor: str = "mariadb"
+    buckets: int = 8
+    replication_num: int = 1
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine(
+                self.url,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 5, "charset": "utf8mb4"},
+                hide_parameters=True,
+            )
+        return self._engine
+
+    @property
+    def tables(self):
+        md = MetaData()
+        return {t.name: sa_table(t, md) for t in S.PIPELINE_TABLES}
+
+    def ensure_tables(self) -> None:
+        def attempt() -> None:
+            with self.engine.begin() as conn:
+                if self.flavor == "doris":
+                    for stmt in doris_ddl(self.buckets, self.replication_num).split(";\n"):
+                        if stmt.strip():
+                            conn.execute(text(stmt))
+                else:
+                    for t in self.tables.values():
+                        t.create(conn, checkfirst=True)
+
+        with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="Doris DDL")
+
+    def write_batch(self, rows_by_table: dict[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
+        tables = self.tables
+
+        def attempt() -> dict[str, int]:
+            if self.flavor == "doris":
+                # Each INSERT is its own Doris transaction; upserts make a retry safe.
+                with self.engine.connect() as conn:
+                    for name, rows in rows_by_table.items():
+                        if rows:
+                            conn.execute(doris_insert(tables[name]), list(rows))
+                            conn.commit()
+            else:
+                with self.engine.begin() as conn:
+                    for name, rows in rows_by_table.items():
+                        if rows:
+                            conn.execute(mariadb_upsert(SPECS[name], tables[name]), list(rows))
+            return {name: len(rows) for name, rows in rows_by_table.items()}
+
+        return with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="Doris write")
+
+    def teardown_after_execution(self, context) -> None:
+        self.dispose()
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

@@ -1,0 +1,88 @@
+"""PostgreSQL: the index tables and the error table, written in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+from sqlalchemy import Engine, create_engine, func, select, text, tuple_
+from sqlalchemy.exc import OperationalError
+
+from wado_pipeline.core import schema as S
+from wado_pipeline.resources.retry import with_retries
+from wado_pipeline.resources.tables import sa_tables
+from wado_pipeline.resources.upserts import postgres_upsert
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError,)
+
+
+class PostgresResource(ConfigurableResource):
+    """The PostgreSQL index. ``schema_name`` lets tests and tenants use their own schema."""
+
+    url: str
+    schema_name: str = "public"
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine(
+                self.url,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 5},
+                hide_parameters=True,  # errors must not echo patient data
+            )
+        return self._engine
+
+    @property
+    def tables(self):
+        return sa_tables(self.schema_name)
+
+    def ensure_tables(self) -> None:
+        """Create the schema and tables if they do not exist (idempotent)."""
+
+        def attempt() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema_name}"'))
+                for t in self.tables.values():
+                    t.create(conn, checkfirst=True)
+
+        with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="PostgreSQL DDL")
+
+    def write_batch(self, rows_by_table: dict[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
+        """Upsert rows of several tables in one transaction (all or nothing)."""
+        tables = self.tables
+        specs = {t.name: t for t in (*S.PIPELINE_TABLES, S.INGEST_ERROR)}
+
+        def attempt() -> dict[str, int]:
+            with self.engine.begin() as conn:
+                for name, rows in rows_by_table.items():
+                    if rows:
+                        conn.execute(postgres_upsert(specs[name], tables[name]), list(rows))
+            return {name: len(rows) for name, rows in rows_by_table.items()}
+
+        return with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="PostgreSQL upsert")
+
+    def count_present(self, table: str, key_rows: Sequence[dict[str, Any]]) -> int:
+        """How many of the given keys exist in ``table``."""
+        spec = next(t for t in (*S.PIPELINE_TABLES, S.INGEST_ERROR) if t.name == table)
+        if not key_rows:
+            return 0
+        t = self.tables[table]
+        cols = [t.c[k] for k in spec.key]
+        keys = [tuple(r[k] for k in spec.key) for r in key_rows]
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).select_from(t).where(tuple_(*cols).in_(keys))
+            ).scalar_one()
+
+    def teardown_after_execution(self, context) -> None:
+        self.dispose()
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

@@ -1,0 +1,141 @@
+"""SQLAlchemy tables and DDL generated from the one schema in ``core.schema``.
+
+PostgreSQL and MariaDB DDL come from SQLAlchemy's compilers; Doris DDL is written
+out here because Doris has its own table model (UNIQUE KEY, merge-on-write,
+sequence column, buckets) and no TIME column type.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    Time,
+)
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.types import TypeEngine
+
+from wado_pipeline.core import schema as S
+
+ALL_TABLES: tuple[S.Table, ...] = (*S.PIPELINE_TABLES, S.INGEST_ERROR)
+
+
+def _sa_type(col: S.Column) -> TypeEngine:
+    kind = col.kind
+    if kind == "varchar":
+        return String(col.length).with_variant(
+            mysql.VARCHAR(col.length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql"
+        )
+    if kind == "text":
+        return Text().with_variant(mysql.MEDIUMTEXT(), "mysql")
+    if kind == "date":
+        return Date()
+    if kind == "time":
+        return Time().with_variant(mysql.TIME(fsp=6), "mysql")
+    if kind == "datetime":
+        return DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+    if kind == "int":
+        return Integer()
+    if kind == "bigint":
+        return BigInteger()
+    if kind == "double":
+        return Float(precision=53).with_variant(mysql.DOUBLE(), "mysql")
+    raise ValueError(f"unknown column kind {kind}")
+
+
+def sa_table(table: S.Table, metadata: MetaData, schema: str | None = None) -> Table:
+    """The SQLAlchemy ``Table`` for one of our tables."""
+    return Table(
+        table.name,
+        metadata,
+        *(Column(c.name, _sa_type(c), nullable=c.nullable) for c in table.columns),
+        PrimaryKeyConstraint(*table.key, name=f"pk_{table.name}"),
+        schema=schema,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+
+
+def sa_tables(schema: str | None = None) -> dict[str, Table]:
+    md = MetaData()
+    return {t.name: sa_table(t, md, schema) for t in ALL_TABLES}
+
+
+def sql_ddl(dialect: str) -> str:
+    """CREATE TABLE statements for ``postgres`` or ``mariadb``."""
+    compiler = {"postgres": postgresql.dialect(), "mariadb": mysql.dialect(is_mariadb=True)}
+    d = compiler[dialect]
+    out = []
+    for t in sa_tables().values():
+        text = str(CreateTable(t, if_not_exists=True).compile(dialect=d)).strip()
+        out.append(text + ";\n")
+    return "\n".join(out)
+
+
+_DORIS_TYPES = {
+    "text": "STRING",
+    "date": "DATE",
+    "time": "VARCHAR(16)",  # Doris has no TIME column type: HH:MM:SS.ffffff as text
+    "datetime": "DATETIME(6)",
+    "int": "INT",
+    "bigint": "BIGINT",
+    "double": "DOUBLE",
+}
+
+# Distribution: a study's series and instances land in the same buckets.
+_DORIS_DISTRIBUTION = {
+    S.OBJECT_META.name: ("trace_id",),
+    S.STATE_META.name: ("study_uid",),
+    S.IMAGE_META.name: ("study_uid",),
+}
+
+
+def doris_column_order(table: S.Table) -> tuple[S.Column, ...]:
+    """Doris wants the UNIQUE KEY columns first, in key order."""
+    key = [table.column(k) for k in table.doris_key]
+    return (*key, *(c for c in table.columns if c.name not in table.doris_key))
+
+
+def doris_ddl(buckets: int = 8, replication_num: int = 1) -> str:
+    """CREATE TABLE statements for Apache Doris (UNIQUE KEY, merge-on-write).
+
+    VARCHAR(n) in Doris counts bytes; ``core.schema`` lengths are bytes already and
+    the extraction cuts optional text to fit, so no load fails on a CJK name.
+    """
+    out = []
+    for t in S.PIPELINE_TABLES:
+        lines = []
+        for c in doris_column_order(t):
+            typ = f"VARCHAR({c.length})" if c.kind == "varchar" else _DORIS_TYPES[c.kind]
+            null = "NOT NULL" if (not c.nullable or c.name in t.doris_key) else "NULL"
+            lines.append(f"  `{c.name}` {typ} {null}")
+        props = [
+            f'  "replication_num" = "{replication_num}"',
+            '  "enable_unique_key_merge_on_write" = "true"',
+        ]
+        if t.sequence:
+            props.append(f'  "function_column.sequence_col" = "{t.sequence}"')
+        key = ", ".join(f"`{k}`" for k in t.doris_key)
+        dist = ", ".join(f"`{k}`" for k in _DORIS_DISTRIBUTION[t.name])
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS `{t.name}` (\n"
+            + ",\n".join(lines)
+            + "\n) ENGINE=OLAP\n"
+            + f"UNIQUE KEY({key})\n"
+            + f"DISTRIBUTED BY HASH({dist}) BUCKETS {buckets}\n"
+            + "PROPERTIES (\n"
+            + ",\n".join(props)
+            + "\n);\n"
+        )
+    return "\n".join(out)
