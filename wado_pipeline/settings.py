@@ -70,6 +70,8 @@ class Settings:
     max_batch_messages: int = field(metadata={"env": "WADO_MAX_BATCH_MESSAGES"})
     parse_workers: int = field(metadata={"env": "WADO_PARSE_WORKERS"})
     kafka_timeout_seconds: float = field(metadata={"env": "WADO_KAFKA_TIMEOUT_SECONDS"})
+    doris_buckets: int = field(metadata={"env": "WADO_DORIS_BUCKETS"})
+    doris_replication_num: int = field(metadata={"env": "WADO_DORIS_REPLICATION_NUM"})
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -93,6 +95,8 @@ class Settings:
             max_batch_messages=_env_int("WADO_MAX_BATCH_MESSAGES", 2000),
             parse_workers=_env_int("WADO_PARSE_WORKERS", os.cpu_count() or 1),
             kafka_timeout_seconds=_env_float("WADO_KAFKA_TIMEOUT_SECONDS", 3.0),
+            doris_buckets=_env_int("WADO_DORIS_BUCKETS", 8),
+            doris_replication_num=_env_int("WADO_DORIS_REPLICATION_NUM", 1),
         )
 
     def env_names(self) -> list[str]:
