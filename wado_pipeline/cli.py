@@ -9,7 +9,6 @@ Exit codes: 0 success, 1 the command ran but found a problem, 2 usage error.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +63,21 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import warnings
+
+    from wado_pipeline import bench
+
+    warnings.simplefilter("ignore")  # pydicom warns about the corpus' odd files
+    if args.mode == "parse":
+        result = bench.bench_parse(n_synthetic=args.n, repeat=args.repeat)
+    else:
+        raise AssertionError(args.mode)
+    bench.print_table(result)
+    bench.save_result(result)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wado-pipeline",
@@ -90,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print-ddl", choices=("postgres", "mariadb", "doris"))
     p.set_defaults(func=cmd_init_db)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure throughput (prints figures, writes bench/results/latest.json)",
+        description="parse: header extraction vs bare pydicom reads over the pydicom "
+        "corpus plus synthetic CT/MR files.",
+    )
+    p.add_argument("mode", nargs="?", default="parse", choices=("parse",))
+    p.add_argument("-n", type=int, default=600, help="synthetic files (default 600)")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions, best is kept")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

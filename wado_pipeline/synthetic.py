@@ -16,8 +16,9 @@ from typing import Any
 
 import pydicom
 from pydicom import config as pydicom_config
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -114,9 +115,12 @@ def build_dataset(spec: InstanceSpec) -> Dataset:
         setattr(ds, keyword, value)
     ds.PixelData = bytes(spec.rows * spec.columns * 2)
     for (group, elem), (vr, value) in spec.raw.items():
-        ds[(group, elem)] = DataElement(
-            (group, elem), vr, value, validation_mode=pydicom_config.IGNORE
-        )
+        # Raw bytes, written exactly as given: how broken modalities send them.
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        if len(raw) % 2:
+            raw += b"\0" if vr == "UI" else b" "
+        tag = Tag(group, elem)
+        ds._dict[tag] = RawDataElement(tag, vr, len(raw), raw, 0, False, True)
     for keyword in spec.remove:
         if keyword in ds:
             delattr(ds, keyword)

@@ -13,10 +13,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -29,6 +31,7 @@ from wado_pipeline.core.schema import IMAGE_META, STATE_META, Table
 from wado_pipeline.core.seahash import uid_hash
 
 UID_MAX = 64
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 # Tags, written once here. Functional-group macros: (macro sequence, attribute).
 T_PATIENT_ID = Tag(0x0010, 0x0020)
@@ -38,8 +41,8 @@ T_SOP_UID = Tag(0x0008, 0x0018)
 T_SOP_CLASS = Tag(0x0008, 0x0016)
 T_STUDY_DATE = Tag(0x0008, 0x0020)
 T_ROWS = Tag(0x0028, 0x0010)
-T_SHARED_FG = Tag(0x5200, 0x9229)
-T_PER_FRAME_FG = Tag(0x5200, 0x9230)
+T_SHARED_FG = 0x52009229
+T_PER_FRAME_FG = 0x52009230
 PLANE_POSITION = Tag(0x0020, 0x9113)
 PLANE_ORIENTATION = Tag(0x0020, 0x9116)
 PIXEL_MEASURES = Tag(0x0028, 0x9110)
@@ -58,38 +61,78 @@ class Extracted:
 
 # ------------------------------------------------------------------ raw access
 
+# Character sets decoded here directly from the raw bytes; everything else (ISO 2022
+# code extensions, GB18030, …) goes through pydicom's charset handling. Decoding
+# ourselves halves the extraction cost of the common case.
+_FAST_CODECS = {
+    "": "latin-1",
+    "ISO_IR 6": "latin-1",
+    "ISO_IR 100": "latin-1",
+    "ISO_IR 192": "utf-8",
+}
+T_CHARSET = Tag(0x0008, 0x0005)
+
+
+def _fast_codec(ds: Dataset) -> str | None:
+    elem = ds.get_item(T_CHARSET)
+    if elem is None:
+        return _FAST_CODECS[""]
+    value = elem.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, MultiValue | list):
+        if len(value) != 1:
+            return None
+        value = value[0]
+    return _FAST_CODECS.get(V.clean_text(value or ""))
+
+
+def _join_multi(text: str) -> str:
+    if "\\" not in text:
+        return text
+    return "\\".join(V.clean_text(p) for p in text.split("\\"))
+
 
 def _element_text(ds: Dataset, tag: int) -> str | None:
-    """The element's value as text, decoded by pydicom (charset-aware), or None."""
+    """An ASCII-only VR's value (DA, TM, IS, DS, UI, AS) as text, or None."""
     elem = ds.get_item(tag)
     if elem is None or elem.value is None:
         return None
     value = elem.value
-    if isinstance(value, bytes):  # ASCII-only VRs left raw (DA, TM, IS, DS, UI, AS)
+    if isinstance(value, bytes):
         return value.decode("latin-1")
-    if not isinstance(value, str | MultiValue | list):
-        value = ds[tag].value  # a raw element whose VR needs charset decoding
     if isinstance(value, MultiValue | list):
         return "\\".join("" if v is None else str(v) for v in value)
     return str(value)
 
 
-def _decoded_text(ds: Dataset, tag: int) -> str | None:
-    """Text VRs (PN, LO, SH, CS, LT): decoded with SpecificCharacterSet."""
-    if ds.get_item(tag) is None:
+def _decoded_text(ds: Dataset, tag: int, codec: str | None) -> str | None:
+    """Text VRs (PN, LO, SH, CS, LT) decoded with SpecificCharacterSet."""
+    elem = ds.get_item(tag)
+    if elem is None:
         return None
+    if codec is not None and isinstance(elem, RawDataElement):
+        if elem.value is None:
+            return None
+        return _join_multi(elem.value.decode(codec, errors="replace"))
     value = ds[tag].value
     if value is None:
         return None
     if isinstance(value, MultiValue | list):
-        return "\\".join("" if v is None else str(v) for v in value)
+        return "\\".join("" if v is None else V.clean_text(str(v)) for v in value)
     return str(value)
 
 
 def _binary_int(ds: Dataset, tag: int) -> int | None:
-    """US/SS/UL values (binary): the first value as int."""
-    if ds.get_item(tag) is None:
+    """A US value (binary): the first value as int."""
+    elem = ds.get_item(tag)
+    if elem is None:
         return None
+    if isinstance(elem, RawDataElement) and elem.VR in (None, "US"):
+        raw = elem.value
+        if not raw or len(raw) < 2:
+            return None
+        return int.from_bytes(raw[:2], "little" if elem.is_little_endian else "big")
     value = ds[tag].value
     if isinstance(value, MultiValue | list):
         value = value[0] if value else None
@@ -101,19 +144,69 @@ def _binary_int(ds: Dataset, tag: int) -> int | None:
 def _functional_group_source(ds: Dataset, macro: int, tag: int) -> Dataset | None:
     """The dataset that holds ``tag`` for enhanced objects: Shared, then first Per-frame."""
     for fg in (T_SHARED_FG, T_PER_FRAME_FG):
-        elem = ds.get_item(fg)
-        if elem is None:
+        if ds.get_item(fg) is None:
             continue
         items = ds[fg].value
-        if not items:
-            continue
-        macro_elem = items[0].get_item(macro)
-        if macro_elem is None:
+        if not items or items[0].get_item(macro) is None:
             continue
         macro_items = items[0][macro].value
         if macro_items and macro_items[0].get_item(tag) is not None:
             return macro_items[0]
     return None
+
+
+# ------------------------------------------------------------------ the mapping
+
+# (column, how to read, tag, converter, functional-group macro). "text": charset-
+# decoded text; "pn": a person name; "ascii": ASCII VR through a converter; "us":
+# binary unsigned short.
+STATE_ATTRIBUTES: tuple[tuple[str, str, int, Callable[[str], Any] | None, int | None], ...] = (
+    ("patient_name", "pn", 0x00100010, None, None),
+    ("patient_sex", "text", 0x00100040, None, None),
+    ("patient_birth_date", "ascii", 0x00100030, V.to_date, None),
+    ("patient_birth_time", "ascii", 0x00100032, V.to_time, None),
+    ("patient_age", "text", 0x00101010, None, None),
+    ("patient_size", "ascii", 0x00101020, V.to_float, None),
+    ("patient_weight", "ascii", 0x00101030, V.to_float, None),
+    ("pregnancy_status", "us", 0x001021C0, None, None),
+    ("study_time", "ascii", 0x00080030, V.to_time, None),
+    ("accession_number", "text", 0x00080050, None, None),
+    ("study_id", "text", 0x00200010, None, None),
+    ("study_description", "text", 0x00081030, None, None),
+    ("modality", "text", 0x00080060, None, None),
+    ("series_number", "ascii", 0x00200011, V.to_int, None),
+    ("series_date", "ascii", 0x00080021, V.to_date, None),
+    ("series_time", "ascii", 0x00080031, V.to_time, None),
+    ("series_description", "text", 0x0008103E, None, None),
+    ("body_part_examined", "text", 0x00180015, None, None),
+    ("protocol_name", "text", 0x00181030, None, None),
+    ("series_related_instances", "ascii", 0x00201209, V.to_int, None),
+)
+
+IMAGE_ATTRIBUTES: tuple[tuple[str, str, int, Callable[[str], Any] | None, int | None], ...] = (
+    ("content_date", "ascii", 0x00080023, V.to_date, None),
+    ("content_time", "ascii", 0x00080033, V.to_time, None),
+    ("instance_number", "ascii", 0x00200013, V.to_int, None),
+    ("image_type", "text", 0x00080008, None, None),
+    ("image_orientation_patient", "ascii", 0x00200037, V.to_multi_number, PLANE_ORIENTATION),
+    ("image_position_patient", "ascii", 0x00200032, V.to_multi_number, PLANE_POSITION),
+    ("slice_thickness", "ascii", 0x00180050, V.to_float, PIXEL_MEASURES),
+    ("spacing_between_slices", "ascii", 0x00180088, V.to_float, PIXEL_MEASURES),
+    ("slice_location", "ascii", 0x00201041, V.to_float, None),
+    ("samples_per_pixel", "us", 0x00280002, None, None),
+    ("photometric_interpretation", "text", 0x00280004, None, None),
+    ("width", "us", 0x00280010, None, None),  # upstream quirk: `width` holds Rows
+    ("columns", "us", 0x00280011, None, None),
+    ("bits_allocated", "us", 0x00280100, None, None),
+    ("bits_stored", "us", 0x00280101, None, None),
+    ("high_bit", "us", 0x00280102, None, None),
+    ("pixel_representation", "us", 0x00280103, None, None),
+    ("rescale_intercept", "ascii", 0x00281052, V.to_float, VALUE_TRANSFORM),
+    ("rescale_slope", "ascii", 0x00281053, V.to_float, VALUE_TRANSFORM),
+    ("rescale_type", "text", 0x00281054, None, None),
+    ("window_center", "ascii", 0x00281050, V.to_multi_number, VOI_LUT),
+    ("window_width", "ascii", 0x00281051, V.to_multi_number, VOI_LUT),
+)
 
 
 # ------------------------------------------------------------------ building
@@ -122,57 +215,70 @@ def _functional_group_source(ds: Dataset, macro: int, tag: int) -> Dataset | Non
 class _Builder:
     """Collects converted values for one table row, recording a warning per problem."""
 
-    def __init__(self, ds: Dataset, table: Table, warnings: list[str]) -> None:
+    def __init__(
+        self, ds: Dataset, index: dict[int, Any], codec: str | None, table: Table, warnings
+    ) -> None:
         self.ds = ds
-        self.table = table
+        self.index = index
+        self.codec = codec
+        self.limits = _LIMITS[table.name]
         self.warnings = warnings
-        self.row: dict[str, Any] = dict.fromkeys(table.column_names)
+        self.row: dict[str, Any] = dict.fromkeys(_COLUMNS[table.name])
 
-    def _source(self, tag: int, macro: int | None) -> Dataset | None:
-        if self.ds.get_item(tag) is not None:
-            return self.ds
-        if macro is not None:
-            return _functional_group_source(self.ds, macro, tag)
-        return None
+    def fill(self, attributes) -> None:
+        ds, codec = self.ds, self.codec
+        # A plain-int index: pydicom's tag type compares in Python, which costs more
+        # than the conversions themselves.
+        index = self.index
+        enhanced = T_SHARED_FG in index or T_PER_FRAME_FG in index
+        for column, how, tag, convert, macro in attributes:
+            elem = index.get(tag)
+            src = ds
+            if elem is None:
+                if not enhanced or macro is None:
+                    continue
+                src = _functional_group_source(ds, macro, tag)
+                if src is None:
+                    continue
+                elem = src.get_item(tag)
+            raw_bytes = elem.value if isinstance(elem, RawDataElement) else None
+            try:
+                if how == "ascii":
+                    raw = raw_bytes.decode("latin-1") if raw_bytes else _element_text(src, tag)
+                    raw = None if raw is None else V.clean_text(raw)
+                    value = convert(raw) if raw else None
+                elif how == "us":
+                    value = _binary_int(src, tag)
+                elif codec is not None and raw_bytes is not None:
+                    value = _join_multi(raw_bytes.decode(codec, errors="replace"))
+                else:
+                    value = _decoded_text(src, tag, codec)
+                if how == "pn" and value:
+                    # trailing empty component groups carry nothing (PS3.5 6.2.1)
+                    value = value.rstrip("= \x00")
+            except (ValueError, TypeError, LookupError, UnicodeError) as exc:
+                self.warnings.append(f"{column}: {exc}")
+                continue
+            if isinstance(value, str):
+                value = self.fit(column, value)
+            self.row[column] = value
 
-    def _put(self, column: str, read: Callable[[Dataset], Any], tag: int, macro: int | None):
-        src = self._source(tag, macro)
-        if src is None:
-            return
-        try:
-            value = read(src)
-        except (ValueError, TypeError, LookupError, UnicodeError) as exc:
-            self.warnings.append(f"{column}: {exc}")
-            return
-        if isinstance(value, str):
-            value = self._fit(column, value)
-        self.row[column] = value
-
-    def _fit(self, column: str, value: str) -> str | None:
+    def fit(self, column: str, value: str) -> str | None:
         value = V.clean_text(value)
         if value == "":
             return None
-        limit = self.table.column(column).length
+        limit = self.limits.get(column)
         if limit is not None:
             value, cut = V.fit_bytes(value, limit)
             if cut:
                 self.warnings.append(f"{column}: cut to {limit} bytes")
         return value
 
-    def text(self, column: str, tag: int) -> None:
-        self._put(column, lambda d: _decoded_text(d, tag), tag, None)
 
-    def ascii(self, column: str, tag: int, convert: Callable[[str], Any], macro=None) -> None:
-        def read(d: Dataset) -> Any:
-            raw = _element_text(d, tag)
-            if raw is None or V.clean_text(raw) == "":
-                return None
-            return convert(raw)
-
-        self._put(column, read, tag, macro)
-
-    def binary(self, column: str, tag: int) -> None:
-        self._put(column, lambda d: _binary_int(d, tag), tag, None)
+_COLUMNS = {t.name: t.column_names for t in (STATE_META, IMAGE_META)}
+_LIMITS = {
+    t.name: {c.name: c.length for c in t.columns if c.length} for t in (STATE_META, IMAGE_META)
+}
 
 
 def _required_uid(ds: Dataset, tag: int, name: str) -> str:
@@ -185,9 +291,9 @@ def _required_uid(ds: Dataset, tag: int, name: str) -> str:
     return value
 
 
-def _required_patient_id(ds: Dataset) -> str:
+def _required_patient_id(ds: Dataset, codec: str | None) -> str:
     try:
-        raw = _decoded_text(ds, T_PATIENT_ID)
+        raw = _decoded_text(ds, T_PATIENT_ID, codec)
     except (ValueError, UnicodeError):
         raise Rejected(Reason.BAD_REQUIRED, "PatientID cannot be decoded") from None
     value = V.clean_text(raw or "")
@@ -202,7 +308,8 @@ def build_records(
     ds: Dataset, tenant_id: str, created_time: datetime, file_path: str, file_size: int | None
 ) -> Extracted:
     """Build the state and image rows from a header dataset (raises ``Rejected``)."""
-    patient_id = _required_patient_id(ds)
+    codec = _fast_codec(ds)
+    patient_id = _required_patient_id(ds, codec)
     study_uid = _required_uid(ds, T_STUDY_UID, "StudyInstanceUID")
     series_uid = _required_uid(ds, T_SERIES_UID, "SeriesInstanceUID")
     sop_uid = _required_uid(ds, T_SOP_UID, "SOPInstanceUID")
@@ -228,60 +335,20 @@ def build_records(
         "updated_time": created_time,
     }
     warnings: list[str] = []
-
-    s = _Builder(ds, STATE_META, warnings)
+    index = {int(t): e for t, e in ds._dict.items()}
+    s = _Builder(ds, index, codec, STATE_META, warnings)
     s.row.update(common)
     s.row["study_date"] = study_date
-    s.text("patient_name", Tag(0x0010, 0x0010))
-    s.text("patient_sex", Tag(0x0010, 0x0040))
-    s.ascii("patient_birth_date", Tag(0x0010, 0x0030), V.to_date)
-    s.ascii("patient_birth_time", Tag(0x0010, 0x0032), V.to_time)
-    s.text("patient_age", Tag(0x0010, 0x1010))
-    s.ascii("patient_size", Tag(0x0010, 0x1020), V.to_float)
-    s.ascii("patient_weight", Tag(0x0010, 0x1030), V.to_float)
-    s.binary("pregnancy_status", Tag(0x0010, 0x21C0))
-    s.ascii("study_time", Tag(0x0008, 0x0030), V.to_time)
-    s.text("accession_number", Tag(0x0008, 0x0050))
-    s.text("study_id", Tag(0x0020, 0x0010))
-    s.text("study_description", Tag(0x0008, 0x1030))
-    s.text("modality", Tag(0x0008, 0x0060))
-    s.ascii("series_number", Tag(0x0020, 0x0011), V.to_int)
-    s.ascii("series_date", Tag(0x0008, 0x0021), V.to_date)
-    s.ascii("series_time", Tag(0x0008, 0x0031), V.to_time)
-    s.text("series_description", Tag(0x0008, 0x103E))
-    s.text("body_part_examined", Tag(0x0018, 0x0015))
-    s.text("protocol_name", Tag(0x0018, 0x1030))
-    s.ascii("series_related_instances", Tag(0x0020, 0x1209), V.to_int)
+    s.fill(STATE_ATTRIBUTES)
 
-    i = _Builder(ds, IMAGE_META, warnings)
+    i = _Builder(ds, index, codec, IMAGE_META, warnings)
     i.row.update(common)
     i.row["sop_uid"] = sop_uid
     i.row["sop_class_uid"] = sop_class
-    i.ascii("content_date", Tag(0x0008, 0x0023), V.to_date)
-    i.ascii("content_time", Tag(0x0008, 0x0033), V.to_time)
-    i.ascii("instance_number", Tag(0x0020, 0x0013), V.to_int)
-    i.text("image_type", Tag(0x0008, 0x0008))
-    i.ascii("image_orientation_patient", Tag(0x0020, 0x0037), V.to_multi_number, PLANE_ORIENTATION)
-    i.ascii("image_position_patient", Tag(0x0020, 0x0032), V.to_multi_number, PLANE_POSITION)
-    i.ascii("slice_thickness", Tag(0x0018, 0x0050), V.to_float, PIXEL_MEASURES)
-    i.ascii("spacing_between_slices", Tag(0x0018, 0x0088), V.to_float, PIXEL_MEASURES)
-    i.ascii("slice_location", Tag(0x0020, 0x1041), V.to_float)
-    i.binary("samples_per_pixel", Tag(0x0028, 0x0002))
-    i.text("photometric_interpretation", Tag(0x0028, 0x0004))
-    i.binary("width", T_ROWS)  # upstream quirk: `width` holds Rows
-    i.binary("columns", Tag(0x0028, 0x0011))
-    i.binary("bits_allocated", Tag(0x0028, 0x0100))
-    i.binary("bits_stored", Tag(0x0028, 0x0101))
-    i.binary("high_bit", Tag(0x0028, 0x0102))
-    i.binary("pixel_representation", Tag(0x0028, 0x0103))
-    i.ascii("rescale_intercept", Tag(0x0028, 0x1052), V.to_float, VALUE_TRANSFORM)
-    i.ascii("rescale_slope", Tag(0x0028, 0x1053), V.to_float, VALUE_TRANSFORM)
-    i.text("rescale_type", Tag(0x0028, 0x1054))
-    i.ascii("window_center", Tag(0x0028, 0x1050), V.to_multi_number, VOI_LUT)
-    i.ascii("window_width", Tag(0x0028, 0x1051), V.to_multi_number, VOI_LUT)
+    i.fill(IMAGE_ATTRIBUTES)
     tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     i.row["transfer_syntax_uid"] = V.clean_text(str(tsuid)) if tsuid else None
-    i.row["pixel_data_location"] = i._fit("pixel_data_location", file_path)
+    i.row["pixel_data_location"] = i.fit("pixel_data_location", file_path)
     i.row["space_size"] = file_size
     return Extracted(state=s.row, image=i.row, warnings=warnings)
 
@@ -289,55 +356,101 @@ def build_records(
 # ------------------------------------------------------------------ files
 
 
-def resolve_under_roots(path: str, roots: Sequence[Path]) -> Path:
-    """The real path of ``path`` if it lies under one of ``roots`` (symlinks, ``..``
-    resolved), else ``Rejected(path_outside_root)``. Checked before existence so
-    that messages cannot probe for files elsewhere."""
+@lru_cache(maxsize=64)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)
+
+
+def _under(path: str, roots: Sequence[Path]) -> bool:
+    for root in roots:
+        real_root = _real_root(str(root))
+        if path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _opened_path(fp) -> str:
+    """The real path of an open file: one readlink on Linux instead of an lstat per
+    path component, and it names the file actually opened (no check-then-open race)."""
+    if _PROC_FD:
+        return os.readlink(f"/proc/self/fd/{fp.fileno()}")
+    return os.path.realpath(fp.name)
+
+
+def open_under_roots(path: str, roots: Sequence[Path]):
+    """Open ``path`` for reading if it lies under one of ``roots`` once symlinks and
+    ``..`` are resolved; else ``Rejected(path_outside_root)``.
+
+    The lexical check comes before the open, so a message cannot probe whether a
+    file exists elsewhere; the check of the opened file's real path catches
+    symlinks that lead out of the roots."""
     if not os.path.isabs(path):
         raise Rejected(Reason.PATH_OUTSIDE_ROOT, "file_path is not absolute")
-    real = os.path.realpath(path)
-    for root in roots:
-        real_root = os.path.realpath(root)
-        if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
-            return Path(real)
-    raise Rejected(Reason.PATH_OUTSIDE_ROOT, "file_path resolves outside every storage root")
+    if not _under(os.path.normpath(path), roots) and not _under(os.path.realpath(path), roots):
+        raise Rejected(Reason.PATH_OUTSIDE_ROOT, "file_path lies outside every storage root")
+    try:
+        fp = open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except FileNotFoundError:
+        raise Rejected(Reason.FILE_MISSING, "file does not exist") from None
+    except OSError as exc:
+        raise Rejected(Reason.FILE_UNREADABLE, f"cannot open file: {exc.strerror}") from None
+    if not _under(_opened_path(fp), roots):
+        fp.close()
+        raise Rejected(Reason.PATH_OUTSIDE_ROOT, "file_path resolves outside every storage root")
+    return fp
+
+
+def parse_header(fp, size: int) -> Dataset:
+    """Read a Part-10 header (no pixel data) from an open file of ``size`` bytes."""
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise Rejected(Reason.NOT_DICOM, "no DICOM Part-10 preamble") from None
+    except Exception as exc:  # pydicom raises many types on broken input
+        raise Rejected(
+            Reason.HEADER_UNREADABLE, f"header cannot be parsed: {type(exc).__name__}"
+        ) from None
+    # pydicom stops silently at end of file. A value that runs past the end (only
+    # the last element read can), or an image whose header runs to EOF without
+    # reaching the pixel data, means the file was cut short.
+    if fp.tell() >= size and ds._dict:
+        last = next(reversed(ds._dict.values()))
+        if (
+            isinstance(last, RawDataElement)
+            and last.length != UNDEFINED_LENGTH
+            and last.value_tell + last.length > size
+        ):
+            raise Rejected(Reason.TRUNCATED, "a header value runs past the end of the file")
+        if T_ROWS in ds._dict:
+            raise Rejected(Reason.TRUNCATED, "file ends before the pixel data")
+    return ds
 
 
 def read_header(path: Path) -> tuple[Dataset, int]:
-    """Read a Part-10 file's header (no pixel data); return it with the file size."""
+    """Read a file's header without a message (``inspect``); returns it and the size."""
     try:
-        size = path.stat().st_size
-        fp = open(path, "rb")  # noqa: SIM115 - closed below, position needed
+        fp = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise Rejected(Reason.FILE_MISSING, "file does not exist") from None
     except OSError as exc:
         raise Rejected(Reason.FILE_UNREADABLE, f"cannot open file: {exc.strerror}") from None
     with fp:
-        try:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
-        except InvalidDicomError:
-            raise Rejected(Reason.NOT_DICOM, "no DICOM Part-10 preamble") from None
-        except Exception as exc:  # pydicom raises many types on broken input
-            raise Rejected(
-                Reason.HEADER_UNREADABLE, f"header cannot be parsed: {type(exc).__name__}"
-            ) from None
-        # pydicom stops silently at end of file. An image whose header runs to EOF
-        # without reaching the pixel data was cut short.
-        if fp.tell() >= size and ds.get_item(T_ROWS) is not None:
-            raise Rejected(Reason.TRUNCATED, "file ends before the pixel data")
-    return ds, size
+        size = os.fstat(fp.fileno()).st_size
+        return parse_header(fp, size), size
 
 
 def extract(msg: StoreMessage, roots: Sequence[Path]) -> Extracted:
     """Check the message's file against the message and build its records."""
-    real = resolve_under_roots(msg.file_path, roots)
-    try:
-        size = real.stat().st_size
-    except FileNotFoundError:
-        raise Rejected(Reason.FILE_MISSING, "file does not exist") from None
-    if size != msg.file_size:
-        raise Rejected(Reason.SIZE_MISMATCH, f"file has {size} bytes, message says {msg.file_size}")
-    ds, _ = read_header(real)
+    with open_under_roots(msg.file_path, roots) as fp:
+        size = os.fstat(fp.fileno()).st_size
+        if size != msg.file_size:
+            raise Rejected(
+                Reason.SIZE_MISMATCH, f"file has {size} bytes, message says {msg.file_size}"
+            )
+        ds = parse_header(fp, size)
     out = build_records(ds, msg.tenant_id, msg.created_time, msg.file_path, msg.file_size)
     for column, expected in (
         ("study_uid", msg.study_uid),

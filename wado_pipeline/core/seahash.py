@@ -7,6 +7,8 @@ turn through a PCG-style diffusion, and the lanes are combined with the length.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 _MASK = (1 << 64) - 1
 _PCG = 0x6EED0E9DA4D94A4F
 _SEEDS = (0x16F11FE89B0D677C, 0xB480A793D8E6C86C, 0x6FE2E5AAF078EBC9, 0x14F994A4C5259381)
@@ -27,6 +29,9 @@ def seahash(data: bytes) -> int:
     return _diffuse(a ^ b ^ c ^ d ^ len(data))
 
 
+@lru_cache(maxsize=8192)
 def uid_hash(uid: str) -> str:
-    """The 20-digit zero-padded decimal SeaHash of a UID's ASCII bytes."""
+    """The 20-digit zero-padded decimal SeaHash of a UID's ASCII bytes.
+
+    Cached: a series' UIDs repeat in every instance's message."""
     return f"{seahash(uid.encode('ascii', errors='replace')):020d}"

@@ -88,6 +88,8 @@ def fit_bytes(text: str, max_bytes: int) -> tuple[str, bool]:
     Returns the text and whether it was cut. Doris sizes VARCHAR in bytes, so a
     64-character CJK name (192 bytes) must be cut to fit a VARCHAR(64).
     """
+    if len(text) * 4 <= max_bytes:  # no UTF-8 character takes more than 4 bytes
+        return text, False
     encoded = text.encode("utf-8")
     if len(encoded) <= max_bytes:
         return text, False

@@ -1,0 +1,143 @@
+"""Benchmarks (``wado-pipeline bench …``): figures printed, never timed tests.
+
+``parse``: header extraction rate (files/s) of the full per-message code path
+(message parse, path and size checks, header read, value conversion) beside a bare
+``pydicom.dcmread(stop_before_pixels=True)`` of the same files, single-core and
+with the worker pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+
+from wado_pipeline.core.batch import SourceRecord, process_record
+from wado_pipeline.core.parallel import process_records
+from wado_pipeline.synthetic import synthetic_archive
+
+
+def _best_rate(n: int, fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def corpus_messages(root: Path, n_synthetic: int) -> list[tuple[Path, bytes]]:
+    """Synthetic CT/MR files (256² and 512², 130–520 KB) written under ``root``."""
+    out = []
+    half = n_synthetic // 2
+    for rows, count, seed in ((256, half, "bench-a"), (512, n_synthetic - half, "bench-b")):
+        for path, _, msg in synthetic_archive(root, "bench", count, seed=seed, rows=rows):
+            out.append((path, json.dumps(msg).encode()))
+    return out
+
+
+def pydicom_corpus_messages(root: Path) -> list[tuple[Path, bytes]]:
+    """The DICOM files shipped with pydicom (and pydicom-data, when installed),
+    copied under ``root`` with the store message the receiver would publish."""
+    import shutil
+
+    from pydicom.data import get_testdata_files
+
+    from wado_pipeline.synthetic import store_message
+
+    out = []
+    for i, name in enumerate(sorted(set(get_testdata_files("*.dcm")))):
+        try:
+            ds = pydicom.dcmread(name, stop_before_pixels=True)
+            message = store_message(Path(name), ds, "bench")
+        except Exception:
+            continue  # the benchmark times readable files; bad ones are tested elsewhere
+        if "file_meta" not in ds.__dict__ or "TransferSyntaxUID" not in ds.file_meta:
+            continue
+        dest = root / "corpus" / f"{i:04d}.dcm"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(name, dest)
+        message["file_path"] = str(dest)
+        out.append((dest, json.dumps(message).encode()))
+    return out
+
+
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def cpu_parallel_ceiling(workers: int, n: int = 5_000_000) -> float:
+    """Speed-up of a pure-CPU loop on ``workers`` forked processes: what this
+    machine's cores can give at all (virtual cores are often shared)."""
+    import multiprocessing
+
+    t0 = time.perf_counter()
+    for _ in range(workers):
+        _burn(n)
+    serial = time.perf_counter() - t0
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        t0 = time.perf_counter()
+        pool.map(_burn, [n] * workers)
+        parallel = time.perf_counter() - t0
+    return serial / parallel
+
+
+def bench_parse(n_synthetic: int = 600, repeat: int = 3, workers: int | None = None) -> dict:
+    """Extraction vs bare read over the pydicom corpus plus ``n_synthetic`` CT/MR files."""
+    workers = workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        items = pydicom_corpus_messages(root) + corpus_messages(root, n_synthetic)
+        paths = [p for p, _ in items]
+        records = [SourceRecord(0, i, v) for i, (_, v) in enumerate(items)]
+        n = len(records)
+        for p in paths:  # warm the page cache so every mode reads from memory
+            p.read_bytes()
+        bare = _best_rate(
+            n, lambda: [pydicom.dcmread(p, stop_before_pixels=True) for p in paths], repeat
+        )
+        single = _best_rate(n, lambda: [process_record(r, (root,)) for r in records], repeat)
+        process_records(records[:200], (root,), workers)  # start the pool once
+        parallel = _best_rate(n, lambda: process_records(records, (root,), workers), repeat)
+        accepted = sum(1 for o in process_records(records, (root,), 1) if hasattr(o, "extracted"))
+    return {
+        "mode": "parse",
+        "files": n,
+        "synthetic_files": n_synthetic,
+        "accepted": accepted,
+        "bare_dcmread_files_per_s": round(bare, 1),
+        "extract_single_files_per_s": round(single, 1),
+        "extract_parallel_files_per_s": round(parallel, 1),
+        "single_vs_bare": round(single / bare, 3),
+        "parallel_vs_single": round(parallel / single, 3),
+        "workers": workers,
+        "cpu_parallel_ceiling": round(cpu_parallel_ceiling(workers), 3),
+        "machine_cores": os.cpu_count(),
+    }
+
+
+def print_table(result: dict) -> None:
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        print(f"{k:<{width}}  {v}")
+
+
+RESULTS_DIR = Path("bench/results")
+
+
+def save_result(result: dict) -> Path:
+    """Write ``bench/results/<mode>.json`` and ``latest.json``."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2) + "\n"
+    (RESULTS_DIR / f"{result['mode']}.json").write_text(text)
+    latest = RESULTS_DIR / "latest.json"
+    latest.write_text(text)
+    return latest

@@ -1,0 +1,73 @@
+"""The micro-batch plan: thresholds, age trigger, growth under backlog, retention loss."""
+
+from wado_pipeline.core.batching import BatchPolicy, Cursor, PartitionState, plan_batches
+
+POLICY = BatchPolicy(batch_messages=50, wait_seconds=5, max_batch_messages=2000, max_inflight=3)
+NOW = 1_000_000_000
+
+
+def cursor_at(next_offset: int, **kw) -> Cursor:
+    return Cursor("t", {0: PartitionState(next=next_offset, **kw)})
+
+
+def test_49_young_messages_wait():
+    c = cursor_at(0, oldest_ts=NOW - 1000, ts_offset=0)
+    assert plan_batches(c, {0: (0, 49)}, NOW, POLICY).ranges == []
+    assert c.partitions[0].next == 0
+
+
+def test_50_messages_make_one_run():
+    c = cursor_at(0)
+    (r,) = plan_batches(c, {0: (0, 50)}, NOW, POLICY).ranges
+    assert (r.start, r.end, r.run_key) == (0, 50, "t:0:0-50")
+    assert c.partitions[0].next == 50
+
+
+def test_one_old_message_makes_a_run():
+    c = cursor_at(10, oldest_ts=NOW - 5000, ts_offset=10)
+    (r,) = plan_batches(c, {0: (0, 11)}, NOW, POLICY).ranges
+    assert (r.start, r.end) == (10, 11)
+
+
+def test_timestamp_of_another_offset_is_not_used():
+    c = cursor_at(10, oldest_ts=NOW - 60000, ts_offset=9)
+    assert plan_batches(c, {0: (0, 11)}, NOW, POLICY).ranges == []
+
+
+def test_backlog_grows_and_covers_every_offset_once():
+    c = cursor_at(0)
+    seen = []
+    inflight = 0
+    policy = BatchPolicy(max_inflight=3)
+    for _ in range(100):
+        plan = plan_batches(c, {0: (0, 10_000)}, NOW, policy, {0: inflight})
+        seen.extend(plan.ranges)
+        if c.partitions[0].next == 10_000:
+            break
+    sizes = [r.size for r in seen]
+    assert sizes[:6] == [50, 100, 200, 400, 800, 1600]
+    assert max(sizes) == 2000
+    covered = [o for r in seen for o in range(r.start, r.end)]
+    assert covered == list(range(10_000))
+    assert len({r.run_key for r in seen}) == len(seen)
+
+
+def test_inflight_limit_bounds_the_queue():
+    c = cursor_at(0)
+    plan = plan_batches(c, {0: (0, 10_000)}, NOW, POLICY, {0: 2})
+    assert len(plan.ranges) == 1
+    assert plan_batches(c, {0: (0, 10_000)}, NOW, POLICY, {0: 3}).ranges == []
+
+
+def test_lost_offsets_are_reported_not_hidden():
+    c = cursor_at(100)
+    plan = plan_batches(c, {0: (250, 260)}, NOW, POLICY)
+    (lost,) = plan.lost
+    assert (lost.partition, lost.start, lost.end) == (0, 100, 250)
+    assert c.partitions[0].next == 250
+
+
+def test_cursor_json_roundtrip():
+    c = Cursor("t", {0: PartitionState(5, 100, NOW, 5), 2: PartitionState(7)})
+    assert Cursor.from_json(c.to_json(), "t") == c
+    assert Cursor.from_json(c.to_json(), "other").partitions == {}
