@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from wado_pipeline.core import schema as S
 from wado_pipeline.resources.retry import with_retries
 from wado_pipeline.resources.tables import doris_ddl, sa_table
-from wado_pipeline.resources.upserts import doris_insert, mariadb_upsert
+from wado_pipeline.resources.upserts import doris_insert_sql, mariadb_upsert
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError,)
 SPECS = {t.name: t for t in S.PIPELINE_TABLES}
@@ -70,11 +70,15 @@ class DorisResource(ConfigurableResource):
         def attempt() -> dict[str, int]:
             if self.flavor == "doris":
                 # Each INSERT is its own Doris transaction; upserts make a retry safe.
-                with self.engine.connect() as conn:
-                    for name, rows in rows_by_table.items():
-                        if rows:
-                            conn.execute(doris_insert(tables[name]), list(rows))
-                            conn.commit()
+                raw = self.engine.raw_connection()
+                try:
+                    with raw.cursor() as cur:
+                        for name, rows in rows_by_table.items():
+                            if rows:
+                                cur.executemany(doris_insert_sql(SPECS[name]), list(rows))
+                                raw.commit()
+                finally:
+                    raw.close()
             else:
                 with self.engine.begin() as conn:
                     for name, rows in rows_by_table.items():

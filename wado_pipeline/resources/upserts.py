@@ -58,7 +58,12 @@ def mariadb_upsert(spec: S.Table, table: Table) -> Insert:
     return stmt.on_duplicate_key_update(updates)
 
 
-def doris_insert(table: Table) -> Insert:
+def doris_insert_sql(spec: S.Table) -> str:
     """Plain INSERT: Doris UNIQUE KEY merge-on-write tables upsert whole rows, and
-    their sequence column (``updated_time``) keeps the newest version."""
-    return table.insert()
+    their sequence column (``updated_time``) keeps the newest version.
+
+    Written out (every identifier back-quoted: ``columns`` is a Doris keyword) so the
+    exact text is pinned by a test; PyMySQL batches it into multi-row VALUES."""
+    cols = ", ".join(f"`{c}`" for c in spec.column_names)
+    params = ", ".join(f"%({c})s" for c in spec.column_names)
+    return f"INSERT INTO `{spec.name}` ({cols}) VALUES ({params})"

@@ -1,0 +1,152 @@
+"""Helpers for tests that run the pipeline: archives, runs, table dumps."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pydicom
+from dagster import DagsterInstance, reconstructable
+from dagster._core.definitions.reconstruct import ReconstructableJob
+from sqlalchemy import create_engine, text
+
+from wado_pipeline.core import schema as S
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.definitions import JOB_NAME, build_definitions
+from wado_pipeline.sensors.kafka_offsets import run_config_for
+from wado_pipeline.settings import Settings
+from wado_pipeline.synthetic import store_message, synthetic_archive
+from wado_pipeline_tests.corpus import corpus_files
+
+CORPUS_SAMPLE = (
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "JPEG2000.dcm",
+    "US1_J2KR.dcm",
+    "rtplan.dcm",
+    "SC_rgb.dcm",
+)
+
+
+def corpus_messages(root: Path, tenant: str = "T1") -> list[dict]:
+    """Store messages for a few real corpus files copied under ``root``."""
+    out = []
+    by_name = {p.name: p for p in corpus_files()}
+    for name in CORPUS_SAMPLE:
+        src = by_name[name]
+        dest = root / tenant / "corpus" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        ds = pydicom.dcmread(dest, stop_before_pixels=True)
+        out.append(store_message(dest, ds, tenant))
+    return out
+
+
+def synthetic_messages(root: Path, n: int, tenant: str = "T1", seed: str = "t") -> list[dict]:
+    return [m for _, _, m in synthetic_archive(root, tenant, n, seed=seed, rows=64)]
+
+
+def run_range(
+    settings: Settings,
+    instance: DagsterInstance,
+    partition: int,
+    start: int,
+    end: int,
+    raise_on_error: bool = True,
+):
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(JOB_NAME)
+    rng = OffsetRange(settings.storage_topic, partition, start, end)
+    return job.execute_in_process(
+        run_config=run_config_for(rng), instance=instance, raise_on_error=raise_on_error
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes ``Settings.from_env()`` return ``settings``."""
+    env = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "storage_roots":
+            value = ":".join(str(r) for r in value)
+        env[f.metadata["env"]] = str(value)
+    return env
+
+
+def job_from_env():
+    """The ingest job built from the environment (target of ``reconstructable``)."""
+    return build_definitions(Settings.from_env()).resolve_job_def(JOB_NAME)
+
+
+def reconstructable_job():
+    """``reconstructable(job_from_env)`` for this test's environment.
+
+    Dagster keeps the last loaded job in a process-wide cache keyed by the code
+    pointer, which is the same in every test; clear it so each test's settings
+    are read again."""
+    ReconstructableJob.get_repository_definition.cache_clear()
+    ReconstructableJob.get_definition.cache_clear()
+    return reconstructable(job_from_env)
+
+
+def _as_time(value):
+    """PyMySQL returns TIME columns as timedelta; compare them as times of day."""
+    if isinstance(value, timedelta):
+        return (datetime.min + value).time()
+    return value
+
+
+def dump_tables(settings: Settings) -> dict[str, list[tuple]]:
+    """Every row of the six tables (and the error table), ordered by key."""
+    out = {}
+    pg = create_engine(settings.postgres_url)
+    with pg.connect() as conn:
+        for t in (*S.PIPELINE_TABLES, S.INGEST_ERROR):
+            order = ", ".join(f'"{k}"' for k in t.key)
+            cols = ", ".join(f'"{c}"' for c in t.column_names)
+            try:
+                rows = conn.execute(
+                    text(
+                        f'SELECT {cols} FROM "{settings.postgres_schema}".{t.name} ORDER BY {order}'
+                    )
+                ).all()
+            except Exception:
+                rows = None
+                conn.rollback()
+            out[f"postgres.{t.name}"] = [tuple(r) for r in rows] if rows is not None else None
+    pg.dispose()
+    maria = create_engine(settings.doris_url)
+    with maria.connect() as conn:
+        for t in S.PIPELINE_TABLES:
+            order = ", ".join(f"`{k}`" for k in t.key)
+            cols = ", ".join(f"`{c}`" for c in t.column_names)
+            rows = conn.execute(text(f"SELECT {cols} FROM {t.name} ORDER BY {order}")).all()
+            out[f"doris.{t.name}"] = [tuple(_as_time(v) for v in r) for r in rows]
+    maria.dispose()
+    return out
+
+
+def expected_from_files(messages: list[dict]) -> dict[str, set]:
+    """Keys the tables must hold, computed from the files by a plain pydicom read."""
+    objects, states, images = set(), set(), set()
+    for m in messages:
+        ds = pydicom.dcmread(m["file_path"], stop_before_pixels=True)
+        objects.add(m["trace_id"])
+        states.add((m["tenant_id"], str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)))
+        images.add(
+            (
+                m["tenant_id"],
+                str(ds.StudyInstanceUID),
+                str(ds.SeriesInstanceUID),
+                str(ds.SOPInstanceUID),
+                int(ds.Rows) if "Rows" in ds else None,
+            )
+        )
+    return {"objects": objects, "states": states, "images": images}
+
+
+def encode(messages: list[dict]) -> list[bytes]:
+    return [json.dumps(m).encode() for m in messages]

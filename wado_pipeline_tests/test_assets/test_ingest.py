@@ -1,0 +1,195 @@
+"""One micro-batch run end to end, on the real Kafka, PostgreSQL and MariaDB."""
+
+import json
+
+from dagster import (
+    ReexecutionOptions,
+    execute_job,
+    instance_for_test,
+)
+
+from wado_pipeline.core import schema as S
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.definitions import JOB_NAME, build_definitions
+from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.sensors.kafka_offsets import run_config_for
+from wado_pipeline_tests.conftest import consume_all
+from wado_pipeline_tests.pipeline import (
+    corpus_messages,
+    dump_tables,
+    encode,
+    expected_from_files,
+    reconstructable_job,
+    run_range,
+    settings_env,
+    synthetic_messages,
+)
+
+BAD = [
+    (b"{not json", "bad_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (json.dumps({"trace_id": "x"}).encode(), "missing_field"),
+]
+
+
+def test_batch_end_to_end(settings, produce, storage_root):
+    good = corpus_messages(storage_root) + synthetic_messages(storage_root, 60)
+    missing = dict(good[-1], trace_id="missing-file", file_path=str(storage_root / "nope.dcm"))
+    values = encode(good[:30]) + [b for b, _ in BAD] + encode(good[30:]) + encode([missing])
+    produce(values, partition=1)
+    n = len(values)
+    with instance_for_test() as instance:
+        result = run_range(settings, instance, 1, 0, n)
+        assert result.success
+
+    tables = dump_tables(settings)
+    expected = expected_from_files(good)
+    image_cols = S.IMAGE_META.column_names
+    tenant, study, series, sop, width = (
+        image_cols.index(c) for c in ("tenant_id", "study_uid", "series_uid", "sop_uid", "width")
+    )
+    for backend in ("postgres", "doris"):
+        assert {r[0] for r in tables[f"{backend}.dicom_object_meta"]} == expected["objects"]
+        assert {r[:1] + r[2:4] for r in tables[f"{backend}.dicom_state_meta"]} == expected["states"]
+        assert {
+            (r[tenant], r[study], r[series], r[sop], r[width])
+            for r in tables[f"{backend}.dicom_image_meta"]
+        } == expected["images"]
+    # the two databases hold the same rows
+    for t in S.PIPELINE_TABLES:
+        for a, b in zip(tables[f"postgres.{t.name}"], tables[f"doris.{t.name}"], strict=True):
+            assert a == b, [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+
+    errors = tables["postgres.dicom_ingest_error"]
+    reason_at = {r[2]: r[3] for r in errors}  # offset -> reason
+    assert reason_at == {
+        30: "bad_json",
+        31: "not_object",
+        32: "missing_field",
+        n - 1: "file_missing",
+    }
+
+    states = consume_all(settings.kafka_bootstrap, settings.state_topic)
+    images = consume_all(settings.kafka_bootstrap, settings.image_topic)
+    assert {json.loads(r.value)["sop_uid"] for r in images} == {e[3] for e in expected["images"]}
+    assert {r.key.decode() for r in states} == {e[2] for e in expected["states"]}
+    first = json.loads(images[0].value)
+    assert set(first) == set(image_cols)
+    assert len(first["created_time"]) >= 19 and first["created_time"][10] == "T"
+
+    dlq = consume_all(settings.kafka_bootstrap, settings.dlq_topic, expected=4)
+    headers = [dict(r.headers) for r in dlq]
+    assert [h["wado.reason"] for h in headers] == [
+        b"bad_json",
+        b"not_object",
+        b"missing_field",
+        b"file_missing",
+    ]
+    assert [int(h["wado.offset"]) for h in headers] == [30, 31, 32, n - 1]
+    assert dlq[0].value == BAD[0][0]
+
+    kafka = KafkaResource(bootstrap=settings.kafka_bootstrap)
+    assert kafka.committed_offsets(settings.consumer_group, settings.storage_topic, [1]) == {1: n}
+
+
+def test_materialization_metadata(settings, produce, storage_root):
+    good = synthetic_messages(storage_root, 10)
+    produce(encode(good) + [b"junk"], partition=0)
+    with instance_for_test() as instance:
+        result = run_range(settings, instance, 0, 0, 11)
+    mats = {
+        tuple(e.asset_key.path): e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    meta = mats[("postgres", "dicom_image_meta")]
+    assert meta["rows_upserted"].value == 10
+    assert meta["consumed"].value == 11 and meta["rejected"].value == 1
+    assert meta["rejects_by_reason"].value == {"bad_json": 1}
+    assert "0..10" in meta["offset_range"].value
+    assert len(mats) == 11  # 3 + 3 tables, 3 topics, error table, group offsets
+    text = json.dumps({k: str(v) for m in mats.values() for k, v in m.items()})
+    assert "Jane" not in text and "Müller" not in text  # no patient names in metadata
+
+
+def test_reexecution_changes_nothing(settings, produce, storage_root, monkeypatch):
+    produce(encode(synthetic_messages(storage_root, 40)) + [b"junk"], partition=2)
+    for k, v in settings_env(settings).items():
+        monkeypatch.setenv(k, v)
+    job = reconstructable_job()
+    with instance_for_test() as instance:
+        first = run_range(settings, instance, 2, 0, 41)
+        assert first.success
+        before = dump_tables(settings)
+        assert len(before["postgres.dicom_image_meta"]) == 40
+        assert len(before["postgres.dicom_ingest_error"]) == 1
+        # what the UI's "Re-execute all" does: the parent's run config, a new run
+        with execute_job(
+            job, instance, reexecution_options=ReexecutionOptions(parent_run_id=first.run_id)
+        ) as again:
+            assert again.success
+            assert again.dagster_run.run_config == first.dagster_run.run_config
+        assert dump_tables(settings) == before
+
+
+def test_reexecute_from_failure_redoes_only_the_failed_write(
+    settings, produce, storage_root, monkeypatch
+):
+    produce(encode(synthetic_messages(storage_root, 20)), partition=0)
+    env = settings_env(settings)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    # Doris unreachable: a closed port on loopback
+    monkeypatch.setenv("WADO_DORIS_URL", "mysql+pymysql://wado:wado@127.0.0.1:9/x")
+    job = reconstructable_job()
+    config = run_config_for(OffsetRange(settings.storage_topic, 0, 0, 20))
+    with instance_for_test() as instance:
+        with execute_job(job, instance, run_config=config) as failed:
+            assert not failed.success
+            failed_steps = {e.step_key for e in failed.get_step_failure_events()}
+            assert failed_steps == {"ingest_batch.write_doris"}
+        kafka = KafkaResource(bootstrap=settings.kafka_bootstrap)
+        # the group is not committed while a write is missing
+        assert kafka.committed_offsets(settings.consumer_group, settings.storage_topic, [0]) == {}
+        monkeypatch.setenv("WADO_DORIS_URL", env["WADO_DORIS_URL"])
+        with execute_job(
+            job,
+            instance,
+            reexecution_options=ReexecutionOptions.from_failure(failed.run_id, instance),
+        ) as retried:
+            assert retried.success
+            ran = {e.step_key for e in retried.get_step_success_events()}
+            assert ran == {"ingest_batch.write_doris", "ingest_batch.commit_offsets"}
+    tables = dump_tables(settings)
+    assert len(tables["doris.dicom_image_meta"]) == 20
+    assert tables["doris.dicom_image_meta"] == tables["postgres.dicom_image_meta"]
+    assert kafka.committed_offsets(settings.consumer_group, settings.storage_topic, [0]) == {0: 20}
+
+
+def test_bad_range_fails_loudly(settings, produce):
+    produce([b"x"] * 3, partition=0)
+    with instance_for_test() as instance:
+        result = run_range(settings, instance, 0, 0, 10, raise_on_error=False)  # past the end
+        assert not result.success
+        (failure,) = result.get_step_failure_events()
+        assert "ends at 3" in failure.event_specific_data.error.message
+
+
+def test_asset_graph_edges(settings):
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    storage = ("kafka", settings.storage_topic)
+    outputs = {tuple(k.path) for k in graph.get_all_asset_keys()} - {storage}
+    assert outputs == {
+        ("kafka", settings.state_topic),
+        ("kafka", settings.image_topic),
+        ("kafka", settings.dlq_topic),
+        ("postgres", "dicom_ingest_error"),
+        ("kafka", "consumer_groups", settings.consumer_group),
+        *{(backend, t.name) for backend in ("postgres", "doris") for t in S.PIPELINE_TABLES},
+    }
+    for key in graph.get_all_asset_keys():
+        if tuple(key.path) != storage:
+            parents = {tuple(p.path) for p in graph.get(key).parent_keys}
+            assert parents == {storage}, key
+    job = defs.resolve_job_def(JOB_NAME)
+    assert job.executor_def.name == "in_process"
