@@ -94,7 +94,7 @@ def test_batch_end_to_end(settings, produce, storage_root):
 
 def test_materialization_metadata(settings, produce, storage_root):
     good = synthetic_messages(storage_root, 10)
-    produce(encode(good) + [b"junk"], partition=0)
+    produce([*encode(good), b"junk"], partition=0)
     with instance_for_test() as instance:
         result = run_range(settings, instance, 0, 0, 11)
     mats = {
@@ -112,7 +112,7 @@ def test_materialization_metadata(settings, produce, storage_root):
 
 
 def test_reexecution_changes_nothing(settings, produce, storage_root, monkeypatch):
-    produce(encode(synthetic_messages(storage_root, 40)) + [b"junk"], partition=2)
+    produce([*encode(synthetic_messages(storage_root, 40)), b"junk"], partition=2)
     for k, v in settings_env(settings).items():
         monkeypatch.setenv(k, v)
     job = reconstructable_job()
