@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-export DAGSTER_POSTGRES_URL ?= postgresql://wado:wado@127.0.0.1:5432/wado_dagster
+export DAGSTER_POSTGRES_URL ?= postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster
 
 .PHONY: install up down status test lint format dev
 

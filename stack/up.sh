@@ -31,6 +31,8 @@ DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wado') THEN
     CREATE ROLE wado LOGIN PASSWORD 'wado';
   END IF;
+  -- tests give each Dagster daemon its own storage database
+  ALTER ROLE wado CREATEDB;
 END $$;
 SELECT 'CREATE DATABASE wado OWNER wado' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'wado')\gexec
 SELECT 'CREATE DATABASE wado_dagster OWNER wado' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'wado_dagster')\gexec
@@ -101,6 +103,7 @@ start_kafka() {
   "$PY" "$ROOT/stack/kafka_admin.py" create-topics
 }
 
+mkdir -p /var/lib/wado/storage  # the default WADO_STORAGE_ROOTS
 start_postgres
 start_mariadb
 start_kafka

@@ -179,8 +179,10 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "stora
             )
         if not plan.ranges and not events:
             pending = sum(o.end - cursor.partitions[o.partition].next for o in offsets)
+            busy = sum(1 for n in inflight.values() if n >= policy.max_inflight)
+            why = f"; {busy} partition(s) at their in-flight run limit" if busy else ""
             return SensorResult(
-                skip_reason=SkipReason(f"{pending} message(s) pending; no batch due"),
+                skip_reason=SkipReason(f"{pending} message(s) pending; no batch due{why}"),
                 cursor=cursor.to_json(),
             )
         return SensorResult(

@@ -1,0 +1,127 @@
+"""The real deployment: dagster-daemon with the sensor, queued runs, dagster-postgres
+storage. Messages are produced and rows arrive without anything called by hand."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from wado_pipeline.sensors.kafka_offsets import PARTITION_TAG, RANGE_TAG
+from wado_pipeline_tests.pipeline import encode, settings_env, synthetic_messages
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def dagster_home(tmp_path, settings):
+    """A DAGSTER_HOME with the project's dagster.yaml and its own storage database."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    db = "dagster_" + uuid.uuid4().hex[:8]
+    base = make_url(settings.postgres_url)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db}"'))
+    url = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(
+        hide_password=False
+    )
+    yield home, url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_daemon_ingests_without_manual_steps(
+    settings, produce, storage_root, dagster_home, monkeypatch
+):
+    home, storage_url = dagster_home
+    messages = synthetic_messages(storage_root, 1000)
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_URL": storage_url,
+    }
+    log = open(home / "daemon.log", "w")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster-daemon"),
+            "run",
+            "-w",
+            str(ROOT / "workspace.yaml"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        for p in range(3):
+            produce(encode(messages[p::3]), partition=p)
+        pg = create_engine(settings.postgres_url)
+
+        count_sql = text(f'SELECT count(*) FROM "{settings.postgres_schema}".dicom_image_meta')
+
+        def image_rows():
+            with pg.connect() as conn:
+                try:
+                    return conn.execute(count_sql).scalar_one() == 1000
+                except Exception:  # the table appears with the first run
+                    conn.rollback()
+                    return False
+
+        wait_until(image_rows, 300, "1,000 image rows in PostgreSQL", interval=2)
+        pg.dispose()
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+        instance = DagsterInstance.from_config(str(home))
+        try:
+
+            def all_done():
+                runs = instance.get_runs()
+                return runs if all(r.is_finished for r in runs) else None
+
+            runs = wait_until(all_done, 120, "runs to finish")
+            assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
+            by_partition = defaultdict(list)
+            for r in runs:
+                start, end = (int(x) for x in r.tags[RANGE_TAG].split("-"))
+                by_partition[r.tags[PARTITION_TAG]].append((start, end))
+            for part, rngs in by_partition.items():
+                covered = sorted(o for s, e in rngs for o in range(s, e))
+                assert covered == list(range(len(covered))), part  # each offset once
+            assert sum(len(v) for v in by_partition.values()) == len(runs)
+            assert sum(e - s for v in by_partition.values() for s, e in v) == 1000
+        finally:
+            instance.dispose()
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        log.close()

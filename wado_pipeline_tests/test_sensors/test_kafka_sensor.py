@@ -1,0 +1,168 @@
+"""Sensor ticks against the real broker: thresholds, age, backlog, outages, partitions."""
+
+import dataclasses
+import json
+import time
+
+from dagster import build_sensor_context, instance_for_test
+from kafka import KafkaProducer
+from kafka.admin import NewPartitions
+
+from wado_pipeline.definitions import build_definitions, build_resources
+from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.sensors.kafka_offsets import PARTITION_TAG, RANGE_TAG
+
+
+def tick(settings, instance, cursor=None):
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("storage_topic_sensor")
+    with build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources=build_resources(settings)
+    ) as ctx:
+        return sensor.evaluate_tick(ctx)
+
+
+def ranges(result):
+    out = []
+    for r in result.run_requests:
+        cfg = r.run_config["ops"]["ingest_batch"]["ops"]["read_batch"]["config"]
+        out.append((cfg["partition"], cfg["start"], cfg["end"]))
+    return out
+
+
+def produce_aged(settings, n, partition, age_s):
+    """Messages whose broker timestamp lies ``age_s`` in the past (CreateTime)."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    ts = int((time.time() - age_s) * 1000)
+    for _ in range(n):
+        producer.send(settings.storage_topic, b"{}", partition=partition, timestamp_ms=ts)
+    producer.flush()
+    producer.close()
+
+
+def test_49_young_messages_make_no_run(settings, produce):
+    produce([b"{}"] * 49, partition=0)
+    with instance_for_test() as instance:
+        result = tick(settings, instance)
+        assert result.run_requests == []
+        assert "49 message(s) pending" in result.skip_message
+        assert json.loads(result.cursor)["partitions"]["0"]["next"] == 0
+
+
+def test_50_messages_make_one_run(settings, produce):
+    produce([b"{}"] * 50, partition=1)
+    with instance_for_test() as instance:
+        result = tick(settings, instance)
+    (req,) = result.run_requests
+    assert ranges(result) == [(1, 0, 50)]
+    assert req.run_key == f"{settings.storage_topic}:1:0-50"
+    assert req.tags[PARTITION_TAG] == f"{settings.storage_topic}-1"
+    assert req.tags[RANGE_TAG] == "0-50"
+    # the run config holds the range only: no message content
+    cfg = req.run_config["ops"]["ingest_batch"]["ops"]["read_batch"]["config"]
+    assert set(cfg) == {"topic", "partition", "start", "end"}
+
+
+def test_one_message_older_than_the_wait_makes_a_run(settings):
+    produce_aged(settings, 1, partition=2, age_s=6)
+    with instance_for_test() as instance:
+        result = tick(settings, instance)
+    assert ranges(result) == [(2, 0, 1)]
+
+
+def test_one_young_message_waits_then_runs(settings):
+    fast = dataclasses.replace(settings, batch_wait_seconds=1.0)
+    produce_aged(fast, 1, partition=0, age_s=0)
+    with instance_for_test() as instance:
+        first = tick(fast, instance)
+        assert first.run_requests == []
+        deadline = time.monotonic() + 10
+        second = tick(fast, instance, first.cursor)
+        while not second.run_requests and time.monotonic() < deadline:
+            second = tick(fast, instance, second.cursor)
+    assert ranges(second) == [(0, 0, 1)]
+
+
+def test_backlog_grows_and_covers_every_offset_once(settings):
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20)
+    for _ in range(10_000):
+        producer.send(settings.storage_topic, b"{}", partition=0)
+    producer.flush()
+    producer.close()
+    seen = []
+    cursor = None
+    with instance_for_test() as instance:
+        for _ in range(20):
+            result = tick(settings, instance, cursor)
+            cursor = result.cursor
+            seen.extend(ranges(result))
+            if json.loads(cursor)["partitions"]["0"]["next"] == 10_000:
+                break
+    sizes = [end - start for _, start, end in seen]
+    assert sizes[:4] == [50, 100, 200, 400]
+    assert max(sizes) == settings.max_batch_messages
+    covered = [o for _, start, end in seen for o in range(start, end)]
+    assert covered == list(range(10_000))
+
+
+def test_broker_down_skips_and_keeps_cursor(settings, produce):
+    produce([b"{}"] * 60, partition=0)
+    with instance_for_test() as instance:
+        cursor = tick(settings, instance).cursor
+        down = dataclasses.replace(settings, kafka_bootstrap="127.0.0.1:9")  # nothing listens
+        t0 = time.monotonic()
+        result = tick(down, instance, cursor)
+        elapsed = time.monotonic() - t0
+    assert result.run_requests == []
+    assert "Kafka unavailable" in result.skip_message
+    assert result.cursor in (None, cursor)
+    assert elapsed < 15
+
+
+def test_missing_topic_skips(settings):
+    missing = dataclasses.replace(settings, storage_topic=settings.storage_topic + "_nope")
+    with instance_for_test() as instance:
+        result = tick(missing, instance, '{"v":1}')
+    assert "does not exist" in result.skip_message
+    assert result.cursor in (None, '{"v":1}')
+
+
+def test_new_partition_is_picked_up(settings, produce, admin):
+    with instance_for_test() as instance:
+        cursor = tick(settings, instance).cursor
+        assert set(json.loads(cursor)["partitions"]) == {"0", "1", "2"}
+        admin.create_partitions({settings.storage_topic: NewPartitions(total_count=4)})
+        produce([b"{}"] * 50, partition=3)
+        result = tick(settings, instance, cursor)
+    assert ranges(result) == [(3, 0, 50)]
+
+
+def test_start_from_committed_group_offsets(settings, produce):
+    produce([b"{}"] * 120, partition=1)
+    KafkaResource(bootstrap=settings.kafka_bootstrap).commit(
+        settings.consumer_group, settings.storage_topic, 1, 100
+    )
+    with instance_for_test() as instance:
+        result = tick(settings, instance)
+    assert ranges(result) == []  # 20 pending, young
+    assert json.loads(result.cursor)["partitions"]["1"]["next"] == 100
+
+
+def test_retention_loss_is_reported(settings, produce, admin):
+    """Offsets deleted before processing: an ERROR asset check, never a silent jump."""
+    produce([b"{}"] * 80, partition=0)
+    with instance_for_test() as instance:
+        cursor = json.loads(tick(settings, instance).cursor)
+        cursor["partitions"]["0"]["next"] = 0
+        admin.delete_records({_tp(settings, 0): 30})
+        result = tick(settings, instance, json.dumps(cursor))
+    (event,) = result.asset_events
+    assert not event.passed and event.check_name == "no_offsets_lost"
+    assert "offsets 0..29" in event.description
+    assert ranges(result) == [(0, 30, 80)]
+
+
+def _tp(settings, p):
+    from kafka import TopicPartition
+
+    return TopicPartition(settings.storage_topic, p)
