@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_POSTGRES_URL ?= postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster
 
-.PHONY: install up down status test lint format dev
+.PHONY: install up down status test lint format dev validate
 
 install: $(VENV)/.installed
 
@@ -34,3 +34,14 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Dagster UI and daemon on http://127.0.0.1:3000 with a persistent DAGSTER_HOME
+# (run history survives restarts) and the sensor running.
+DAGSTER_HOME_DIR := $(CURDIR)/.dagster_home
+dev: up
+	mkdir -p $(DAGSTER_HOME_DIR)
+	cp dagster.yaml $(DAGSTER_HOME_DIR)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
