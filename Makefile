@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-export DAGSTER_POSTGRES_URL ?= postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster
+DAGSTER_STORAGE_DEFAULT := postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster
+export DAGSTER_POSTGRES_URL ?= $(DAGSTER_STORAGE_DEFAULT)
 
 .PHONY: install up down status test lint format dev validate
 
@@ -13,6 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# `source .venv/bin/activate` gives Dagster commands the local stack's storage
+	# unless DAGSTER_POSTGRES_URL is already set (not a .env file: Dagster lets a
+	# .env override the environment).
+	grep -q DAGSTER_POSTGRES_URL $(BIN)/activate || echo 'export DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$(DAGSTER_STORAGE_DEFAULT)}"' >> $(BIN)/activate
 	touch $@
 
 up: install

@@ -102,9 +102,13 @@ def test_daemon_ingests_without_manual_steps(
 
             def all_done():
                 runs = instance.get_runs()
-                return runs if all(r.is_finished for r in runs) else None
+                return runs if runs and all(r.is_finished for r in runs) else None
 
-            runs = wait_until(all_done, 120, "runs to finish")
+            try:
+                runs = wait_until(all_done, 120, "runs to finish")
+            except AssertionError:
+                statuses = [(r.tags.get(RANGE_TAG), r.status.value) for r in instance.get_runs()]
+                raise AssertionError(f"runs not finished: {statuses}") from None
             assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
             by_partition = defaultdict(list)
             for r in runs:
