@@ -63,6 +63,81 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings():
+    from wado_pipeline.settings import Settings
+
+    return Settings.from_env()
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from wado_pipeline import operations
+
+    settings = _settings()
+    root = Path(args.root) if args.root else settings.storage_roots[0]
+    if args.synthetic is not None:
+        messages = operations.synthetic_messages(root, args.tenant, args.synthetic, args.seed)
+        total = args.synthetic
+    else:
+        if not args.directory or not Path(args.directory).is_dir():
+            print("produce: give a DIRECTORY of DICOM files or --synthetic N", file=sys.stderr)
+            return EXIT_USAGE
+        messages = list(operations.messages_for_directory(Path(args.directory), root, args.tenant))
+        total = len(messages)
+    n = operations.publish(settings, messages, total=total, rate=args.rate)
+    print(f"published {n} store message(s) to {settings.storage_topic}; files under {root}")
+    return EXIT_OK
+
+
+def cmd_lag(args: argparse.Namespace) -> int:
+    from wado_pipeline import operations
+
+    settings = _settings()
+    try:
+        rows = operations.lag(settings)
+    except LookupError as exc:
+        print(f"lag: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    header = ("partition", "end", "sensor_cursor", "committed", "pending", "oldest_age_s")
+    print(f"topic {settings.storage_topic}, group {settings.consumer_group}")
+    print("  ".join(f"{h:>13}" for h in header))
+    for r in rows:
+        values = (
+            r.partition,
+            r.end,
+            r.sensor_cursor,
+            r.committed,
+            r.pending,
+            r.oldest_pending_age_s,
+        )
+        print("  ".join(f"{'-' if v is None else v:>13}" for v in values))
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from wado_pipeline.core.batching import OffsetRange
+    from wado_pipeline.sensors.kafka_offsets import run_request_for
+
+    settings = _settings()
+    if args.to <= getattr(args, "from"):
+        print("replay: --to must be greater than --from", file=sys.stderr)
+        return EXIT_USAGE
+    rng = OffsetRange(settings.storage_topic, args.partition, getattr(args, "from"), args.to)
+    request = run_request_for(rng)
+    tags = {**request.tags, "wado/replay": "manual"}
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    from wado_pipeline.definitions import JOB_NAME
+
+    client = DagsterGraphQLClient(args.host, port_number=args.port)
+    try:
+        run_id = client.submit_job_execution(JOB_NAME, run_config=request.run_config, tags=tags)
+    except (DagsterGraphQLClientError, OSError) as exc:
+        print(f"replay: Dagster at {args.host}:{args.port} refused: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"launched run {run_id} for {rng.topic}[{rng.partition}] {rng.start}..{rng.end - 1}")
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import warnings
 
@@ -104,6 +179,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print-ddl", choices=("postgres", "mariadb", "doris"))
     p.set_defaults(func=cmd_init_db)
+
+    p = sub.add_parser(
+        "produce",
+        help="publish a store message per DICOM file, as the receiver does",
+        description="Copy DICOM files under a storage root in the receiver's layout "
+        "(<root>/<tenant>/<study>/<series>/<sop>.dcm) and publish one store message each "
+        "to WADO_STORAGE_TOPIC. Either a DIRECTORY of files or --synthetic N.",
+    )
+    p.add_argument("directory", nargs="?", metavar="DIRECTORY")
+    p.add_argument("--synthetic", type=int, metavar="N", help="generate N CT/MR instances")
+    p.add_argument("--seed", default="demo", help="seed of --synthetic (same seed, same UIDs)")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--root", help="storage root (default: first of WADO_STORAGE_ROOTS)")
+    p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser(
+        "lag",
+        help="per partition: end offset, sensor cursor, committed offset, pending, age",
+        description="Progress of the pipeline on WADO_STORAGE_TOPIC. The sensor cursor is "
+        "read from the Dagster instance in $DAGSTER_HOME (shown as - without one).",
+    )
+    p.set_defaults(func=cmd_lag)
+
+    p = sub.add_parser(
+        "replay",
+        help="launch a run for an offset range (recover a range by hand)",
+        description="Submit a run of the ingest job for offsets [FROM, TO) of one partition "
+        "to a running Dagster webserver (dagster dev / make dev). Same code path as sensor "
+        "runs; writes are idempotent, so replaying processed offsets changes nothing.",
+    )
+    p.add_argument("--partition", type=int, required=True)
+    p.add_argument("--from", type=int, required=True, metavar="A", help="first offset")
+    p.add_argument("--to", type=int, required=True, metavar="B", help="end offset (exclusive)")
+    p.add_argument("--host", default="127.0.0.1", help="Dagster webserver host")
+    p.add_argument("--port", type=int, default=3000, help="Dagster webserver port")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
         "bench",

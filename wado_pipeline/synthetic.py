@@ -139,6 +139,13 @@ def storage_path(root: Path, tenant_id: str, spec: InstanceSpec) -> Path:
     return root / tenant_id / spec.study_uid / spec.series_uid / f"{spec.sop_uid}.dcm"
 
 
+def _frames(ds: Dataset) -> int:
+    try:
+        return int(str(ds.get("NumberOfFrames", 1) or 1))
+    except ValueError:
+        return 1  # the receiver reports 1 for a malformed NumberOfFrames
+
+
 def store_message(
     path: Path,
     ds: Dataset,
@@ -169,7 +176,7 @@ def store_message(
         "file_size": file_size if file_size is not None else path.stat().st_size,
         "file_path": str(path),
         "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
-        "number_of_frames": int(ds.get("NumberOfFrames", 1) or 1),
+        "number_of_frames": _frames(ds),
         "created_time": created.isoformat(),
         "series_uid_hash": uid_hash(series) if series else "",
         "study_uid_hash": uid_hash(study) if study else "",
