@@ -129,3 +129,31 @@ def test_daemon_ingests_without_manual_steps(
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
         log.close()
+    # Code servers and run workers must end too: a run process that kept its header-
+    # parsing pool alive would never exit (multiprocessing joins children on exit).
+    leftovers = (
+        wait_until(
+            lambda: not _processes_mentioning(str(home)) or None,
+            60,
+            "Dagster processes of this test to exit",
+            interval=2,
+        )
+        and []
+    )
+    assert not leftovers
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line, or whose parent's, mentions ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if text in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found

@@ -36,7 +36,7 @@ from dagster import (
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batch import GroupedBatch, group
 from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.parallel import process_records
+from wado_pipeline.core.parallel import process_records, shutdown_pool
 from wado_pipeline.core.wire import encode_row, image_key, state_key
 from wado_pipeline.resources.doris import DorisResource
 from wado_pipeline.resources.ingest import IngestSettings
@@ -100,7 +100,10 @@ def read_batch(
     batch = Batch(rng, GroupedBatch())
     _stage(batch, "read_s", t0)
     t1 = time.perf_counter()
-    batch.grouped = group(process_records(records, ingest.roots, ingest.parse_workers))
+    try:
+        batch.grouped = group(process_records(records, ingest.roots, ingest.parse_workers))
+    finally:
+        shutdown_pool()  # a run worker must not end with live pool processes
     _stage(batch, "parse_s", t1)
     g = batch.grouped
     if not g.reconciles:
