@@ -17,7 +17,7 @@ from dagster import (
     in_process_executor,
 )
 
-from wado_pipeline.assets.checks import build_storage_checks
+from wado_pipeline.assets.checks import build_batch_checks, build_storage_checks
 from wado_pipeline.assets.ingest import asset_keys, build_ingest_assets
 from wado_pipeline.resources.doris import DorisResource
 from wado_pipeline.resources.ingest import IngestSettings
@@ -43,7 +43,12 @@ def build_resources(settings: Settings) -> dict:
             schema_name=settings.postgres_schema,
         ),
         "doris": DorisResource(
-            url=_secret("WADO_DORIS_URL", settings.doris_url), flavor=settings.doris_flavor
+            url=_secret("WADO_DORIS_URL", settings.doris_url),
+            flavor=settings.doris_flavor,
+            buckets=settings.doris_buckets,
+            replication_num=settings.doris_replication_num,
+            load_mode=settings.doris_load,
+            http_url=settings.doris_http_url,
         ),
         "ingest": IngestSettings(
             storage_topic=settings.storage_topic,
@@ -71,7 +76,7 @@ def build_definitions(settings: Settings) -> Definitions:
     keys = asset_keys(settings)
     return Definitions(
         assets=[storage, ingest_batch],
-        asset_checks=build_storage_checks(keys["storage"]),
+        asset_checks=[*build_storage_checks(keys["storage"]), *build_batch_checks(keys)],
         jobs=[job],
         sensors=[build_kafka_sensor(job, keys["storage"])],
         resources=build_resources(settings),

@@ -70,6 +70,10 @@ class Settings:
     max_batch_messages: int = field(metadata={"env": "WADO_MAX_BATCH_MESSAGES"})
     parse_workers: int = field(metadata={"env": "WADO_PARSE_WORKERS"})
     kafka_timeout_seconds: float = field(metadata={"env": "WADO_KAFKA_TIMEOUT_SECONDS"})
+    doris_load: str = field(metadata={"env": "WADO_DORIS_LOAD"})
+    doris_http_url: str = field(metadata={"env": "WADO_DORIS_HTTP_URL"})
+    freshness_warn_seconds: int = field(metadata={"env": "WADO_FRESHNESS_WARN_SECONDS"})
+    freshness_fail_seconds: int = field(metadata={"env": "WADO_FRESHNESS_FAIL_SECONDS"})
     doris_buckets: int = field(metadata={"env": "WADO_DORIS_BUCKETS"})
     doris_replication_num: int = field(metadata={"env": "WADO_DORIS_REPLICATION_NUM"})
 
@@ -95,6 +99,10 @@ class Settings:
             max_batch_messages=_env_int("WADO_MAX_BATCH_MESSAGES", 2000),
             parse_workers=_env_int("WADO_PARSE_WORKERS", os.cpu_count() or 1),
             kafka_timeout_seconds=_env_float("WADO_KAFKA_TIMEOUT_SECONDS", 3.0),
+            doris_load=_env_choice("WADO_DORIS_LOAD", "insert", ("insert", "stream_load")),
+            doris_http_url=_env_str("WADO_DORIS_HTTP_URL", "http://127.0.0.1:8030"),
+            freshness_warn_seconds=_env_int("WADO_FRESHNESS_WARN_SECONDS", 300),
+            freshness_fail_seconds=_env_int("WADO_FRESHNESS_FAIL_SECONDS", 900),
             doris_buckets=_env_int("WADO_DORIS_BUCKETS", 8),
             doris_replication_num=_env_int("WADO_DORIS_REPLICATION_NUM", 1),
         )

@@ -1,10 +1,38 @@
-"""Asset checks that are not tied to one batch."""
+"""Asset checks: the storage topic's data-loss check, and checks after every batch.
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, asset_check
+The batch checks verify the written tables independently of the code that wrote
+them: they read the batch's offset range from Kafka again, take the keys of every
+message the error table does not list as rejected, and look those keys up in
+PostgreSQL and Doris.
+"""
 
+from collections import Counter
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    asset_check,
+    multi_asset_check,
+)
+from sqlalchemy import select
+
+from wado_pipeline.core import schema as S
+from wado_pipeline.core.message import parse_store_message
+from wado_pipeline.core.rejection import Rejected
+from wado_pipeline.resources import queries
+from wado_pipeline.resources.doris import DorisResource
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
-from wado_pipeline.sensors.kafka_offsets import LOST_CHECK
+from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.sensors.kafka_offsets import LOST_CHECK, range_from_run_config
+
+KEYS_PRESENT = "batch_keys_present"
+NO_NULL_KEYS = "no_null_keys"
+NO_DUPLICATES = "no_duplicate_keys"
+REJECTS = "batch_rejects"
 
 
 def build_storage_checks(storage_key: AssetKey):
@@ -35,3 +63,125 @@ def build_storage_checks(storage_key: AssetKey):
         )
 
     return [no_offsets_lost]
+
+
+def _expected_keys(records, rejected: set[int]) -> dict[str, list[tuple]]:
+    keys: dict[str, set[tuple]] = {t.name: set() for t in S.PIPELINE_TABLES}
+    for r in records:
+        if r.offset in rejected:
+            continue
+        try:
+            m = parse_store_message(r.value)
+        except Rejected:
+            continue  # then it must be in the error table; counted by the caller
+        keys[S.OBJECT_META.name].add((m.trace_id,))
+        keys[S.STATE_META.name].add((m.tenant_id, m.study_uid, m.series_uid))
+        keys[S.IMAGE_META.name].add((m.tenant_id, m.study_uid, m.series_uid, m.sop_uid))
+    return {name: sorted(k) for name, k in keys.items()}
+
+
+def build_batch_checks(keys: dict[str, AssetKey]):
+    """One multi-asset check op that runs after each batch's writes."""
+    specs = []
+    for t in S.PIPELINE_TABLES:
+        for prefix in ("pg", "doris"):
+            key = keys[f"{prefix}_{t.name}"]
+            specs.append(
+                AssetCheckSpec(
+                    KEYS_PRESENT,
+                    asset=key,
+                    description="Every key of the batch's accepted messages is in the table.",
+                )
+            )
+            specs.append(
+                AssetCheckSpec(
+                    NO_NULL_KEYS,
+                    asset=key,
+                    description="No row of the batch has a NULL in a (Doris) key column.",
+                )
+            )
+            if prefix == "pg":
+                specs.append(
+                    AssetCheckSpec(
+                        NO_DUPLICATES,
+                        asset=key,
+                        description="No key of the batch is stored twice.",
+                    )
+                )
+    specs.append(
+        AssetCheckSpec(
+            REJECTS,
+            asset=keys["pg_errors"],
+            description="Messages of the batch rejected with a reason (warning).",
+        )
+    )
+
+    @multi_asset_check(specs=specs, name="batch_checks")
+    def batch_checks(
+        context: AssetCheckExecutionContext,
+        kafka: KafkaResource,
+        postgres: PostgresResource,
+        doris: DorisResource,
+    ):
+        rng = range_from_run_config(context.run.run_config)
+        records = kafka.read_range(rng.topic, rng.partition, rng.start, rng.end)
+        err = postgres.tables[S.INGEST_ERROR.name]
+        with postgres.engine.connect() as conn:
+            rejected = dict(
+                conn.execute(
+                    select(err.c.offset, err.c.reason).where(
+                        err.c.topic == rng.topic,
+                        err.c.partition == rng.partition,
+                        err.c.offset >= rng.start,
+                        err.c.offset < rng.end,
+                    )
+                ).all()
+            )
+        expected = _expected_keys(records, set(rejected))
+        range_text = f"{rng.topic}[{rng.partition}] {rng.start}..{rng.end - 1}"
+        for prefix, res in (("pg", postgres), ("doris", doris)):
+            tables = res.tables
+            with res.engine.connect() as conn:
+                for t in S.PIPELINE_TABLES:
+                    key = keys[f"{prefix}_{t.name}"]
+                    want = expected[t.name]
+                    found = queries.count_present(conn, t, tables[t.name], want)
+                    yield AssetCheckResult(
+                        asset_key=key,
+                        check_name=KEYS_PRESENT,
+                        passed=found == len(want),
+                        metadata={
+                            "offset_range": range_text,
+                            "expected_keys": len(want),
+                            "found_keys": found,
+                        },
+                    )
+                    nulls = queries.count_null_keys(conn, t, tables[t.name], want)
+                    yield AssetCheckResult(
+                        asset_key=key,
+                        check_name=NO_NULL_KEYS,
+                        passed=nulls == 0,
+                        metadata={"rows_with_null_keys": nulls},
+                    )
+                    if prefix == "pg":
+                        dups = queries.count_duplicate_keys(conn, t, tables[t.name], want)
+                        yield AssetCheckResult(
+                            asset_key=key,
+                            check_name=NO_DUPLICATES,
+                            passed=dups == 0,
+                            metadata={"duplicate_keys": dups},
+                        )
+        by_reason = dict(Counter(rejected.values()))
+        yield AssetCheckResult(
+            asset_key=keys["pg_errors"],
+            check_name=REJECTS,
+            passed=not rejected,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "offset_range": range_text,
+                "rejected": len(rejected),
+                "rejects_by_reason": by_reason or "none",
+            },
+        )
+
+    return [batch_checks]

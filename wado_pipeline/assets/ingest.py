@@ -14,7 +14,7 @@ Run config holds only the offset range; everything else is read from Kafka.
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dagster import (
     AssetIn,
@@ -23,12 +23,16 @@ from dagster import (
     AssetSpec,
     Config,
     Failure,
+    FreshnessPolicy,
     In,
     MetadataValue,
     Nothing,
     OpExecutionContext,
     Out,
     Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     graph_multi_asset,
     op,
 )
@@ -158,13 +162,64 @@ def publish_records(
     yield Output(None, "image", metadata={**meta, "messages": n_image, "publish_s": elapsed})
 
 
+# Columns shown in the UI's preview of a batch: no names, birth dates or IDs of patients.
+PREVIEW_COLUMNS = {
+    S.OBJECT_META.name: (
+        "trace_id",
+        "tenant_id",
+        "transfer_syntax_uid",
+        "file_size",
+        "number_of_frames",
+        "transfer_status",
+        "created_time",
+    ),
+    S.STATE_META.name: (
+        "tenant_id",
+        "modality",
+        "series_number",
+        "body_part_examined",
+        "series_related_instances",
+        "updated_time",
+    ),
+    S.IMAGE_META.name: (
+        "tenant_id",
+        "instance_number",
+        "width",
+        "columns",
+        "bits_stored",
+        "photometric_interpretation",
+        "transfer_syntax_uid",
+        "updated_time",
+    ),
+}
+PREVIEW_ROWS = 5
+
+
+def preview(table: str, rows: list[dict]) -> MetadataValue:
+    """A few rows of the batch, safe columns only, as a table for the UI."""
+    cols = PREVIEW_COLUMNS[table]
+    return MetadataValue.table(
+        records=[
+            TableRecord({c: None if r.get(c) is None else str(r[c]) for c in cols})
+            for r in rows[:PREVIEW_ROWS]
+        ],
+        schema=TableSchema(columns=[TableColumn(c, "string") for c in cols]),
+    )
+
+
 def _write_outputs(batch: Batch, counts: dict[str, int], elapsed: float):
     meta = _common_metadata(batch)
+    rows = _table_rows(batch.grouped)
     for t in S.PIPELINE_TABLES:
         yield Output(
             None,
             t.name,
-            metadata={**meta, "rows_upserted": counts.get(t.name, 0), "write_s": elapsed},
+            metadata={
+                **meta,
+                "rows_upserted": counts.get(t.name, 0),
+                "write_s": elapsed,
+                "preview": preview(t.name, rows[t.name]),
+            },
         )
 
 
@@ -185,7 +240,15 @@ def write_doris(context: OpExecutionContext, batch: Batch, doris: DorisResource)
     """Upsert the same three tables into Doris (or its MariaDB stand-in)."""
     t0 = time.perf_counter()
     doris.ensure_tables()
-    counts = doris.write_batch(_table_rows(batch.grouped))
+    rows = _table_rows(batch.grouped)
+    if doris.load_mode == "stream_load":
+        rng = batch.range
+        results = doris.stream_load_batch(rows, rng.topic, rng.partition, rng.start, rng.end)
+        for name, r in results.items():
+            context.log.info(f"Stream Load {name}: {r.outcome} ({r.status}), label {r.label}")
+        counts = {name: len(r) for name, r in rows.items()}
+    else:
+        counts = doris.write_batch(rows)
     yield from _write_outputs(batch, counts, round(time.perf_counter() - t0, 4))
 
 
@@ -302,13 +365,20 @@ def build_ingest_assets(settings: Settings):
             "of a batch succeeded (what Kafka tools read the lag from).",
         ),
     }
+    # Fresh while batches keep landing; stale when nothing was written for a while
+    # (no traffic, or the pipeline is stuck: the UI and freshness checks tell which).
+    freshness = FreshnessPolicy.time_window(
+        fail_window=timedelta(seconds=settings.freshness_fail_seconds),
+        warn_window=timedelta(seconds=settings.freshness_warn_seconds),
+    )
     for t in S.PIPELINE_TABLES:
-        outs[f"pg_{t.name}"] = AssetOut(
-            key=keys[f"pg_{t.name}"], kinds={"postgres"}, dagster_type=Nothing
-        )
-        outs[f"doris_{t.name}"] = AssetOut(
-            key=keys[f"doris_{t.name}"], kinds={"doris"}, dagster_type=Nothing
-        )
+        for prefix, kind in (("pg", "postgres"), ("doris", "doris")):
+            outs[f"{prefix}_{t.name}"] = AssetOut(
+                key=keys[f"{prefix}_{t.name}"],
+                kinds={kind},
+                dagster_type=Nothing,
+                description=f"{t.name} in {kind.capitalize()}, upserted by every batch.",
+            )
 
     @graph_multi_asset(
         name="ingest_batch",
@@ -342,4 +412,12 @@ def build_ingest_assets(settings: Settings):
             result[f"doris_{t.name}"] = o
         return result
 
+    # graph_multi_asset does not carry AssetOut.freshness_policy over (Dagster 1.13),
+    # so the policy is set on the specs afterwards.
+    tables = {keys[f"{p}_{t.name}"] for t in S.PIPELINE_TABLES for p in ("pg", "doris")}
+    ingest_batch = ingest_batch.map_asset_specs(
+        lambda spec: (
+            spec.replace_attributes(freshness_policy=freshness) if spec.key in tables else spec
+        )
+    )
     return storage, ingest_batch

@@ -21,8 +21,9 @@ from typing import Any
 from wado_pipeline.core.extract import Extracted, extract
 from wado_pipeline.core.message import StoreMessage, parse_store_message
 from wado_pipeline.core.rejection import Reason, Rejected
-from wado_pipeline.core.schema import OBJECT_META
+from wado_pipeline.core.schema import OBJECT_META, Table
 from wado_pipeline.core.seahash import uid_hash
+from wado_pipeline.core.values import fit_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Accepted:
     offset: int
     message: StoreMessage
     extracted: Extracted
+    object_row: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ def process_record(record: SourceRecord, roots: Sequence[Path]) -> Outcome:
     try:
         msg = parse_store_message(record.value)
         extracted = extract(msg, roots)
+        row = object_row(msg)
+        extracted.warnings.extend(fit_to_columns(OBJECT_META, row))
     except Rejected as exc:
         r = exc.rejection
         return RejectedRecord(
@@ -79,7 +83,30 @@ def process_record(record: SourceRecord, roots: Sequence[Path]) -> Outcome:
             _guess_trace_id(record.value),
             record.value,
         )
-    return Accepted(record.partition, record.offset, msg, extracted)
+    return Accepted(record.partition, record.offset, msg, extracted, row)
+
+
+def fit_to_columns(table: Table, row: dict[str, Any]) -> list[str]:
+    """Make every text value fit its column in UTF-8 bytes (Doris counts bytes).
+
+    Optional columns are cut at a character boundary, with a warning; a key or
+    required column that does not fit rejects the message (``too_long``)."""
+    warnings = []
+    keys = set(table.key) | set(table.doris_key)
+    for col in table.columns:
+        value = row.get(col.name)
+        if col.kind != "varchar" or not isinstance(value, str) or col.length is None:
+            continue
+        fitted, cut = fit_bytes(value, col.length)
+        if not cut:
+            continue
+        if col.name in keys or not col.nullable:
+            raise Rejected(
+                Reason.TOO_LONG, f"{col.name} is over {col.length} bytes in UTF-8 (a key column)"
+            )
+        row[col.name] = fitted
+        warnings.append(f"{col.name}: cut to {col.length} bytes")
+    return warnings
 
 
 def object_row(msg: StoreMessage) -> dict[str, Any]:
@@ -144,7 +171,7 @@ def group(outcomes: Iterable[Outcome]) -> GroupedBatch:
         msg, ex = o.message, o.extracted
         order = (msg.created_time, o.partition, o.offset)
         if msg.trace_id not in objects or order >= object_seq[msg.trace_id]:
-            objects[msg.trace_id] = object_row(msg)
+            objects[msg.trace_id] = o.object_row
             object_seq[msg.trace_id] = order
         s, i = ex.state, ex.image
         _merge(states, state_seq, (s["tenant_id"], s["study_uid"], s["series_uid"]), s, order)

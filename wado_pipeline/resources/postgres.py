@@ -7,7 +7,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
-from sqlalchemy import Engine, create_engine, func, select, text, tuple_
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from wado_pipeline.core import schema as S
@@ -65,19 +65,6 @@ class PostgresResource(ConfigurableResource):
             return {name: len(rows) for name, rows in rows_by_table.items()}
 
         return with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="PostgreSQL upsert")
-
-    def count_present(self, table: str, key_rows: Sequence[dict[str, Any]]) -> int:
-        """How many of the given keys exist in ``table``."""
-        spec = next(t for t in (*S.PIPELINE_TABLES, S.INGEST_ERROR) if t.name == table)
-        if not key_rows:
-            return 0
-        t = self.tables[table]
-        cols = [t.c[k] for k in spec.key]
-        keys = [tuple(r[k] for k in spec.key) for r in key_rows]
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(func.count()).select_from(t).where(tuple_(*cols).in_(keys))
-            ).scalar_one()
 
     def teardown_after_execution(self, context) -> None:
         self.dispose()

@@ -66,6 +66,12 @@ def run_config_for(rng: OffsetRange) -> dict:
     }
 
 
+def range_from_run_config(run_config: dict) -> OffsetRange:
+    """The batch's offset range back from a run's config (inverse of ``run_config_for``)."""
+    cfg = run_config["ops"]["ingest_batch"]["ops"]["read_batch"]["config"]
+    return OffsetRange(cfg["topic"], cfg["partition"], cfg["start"], cfg["end"])
+
+
 def partition_tag(topic: str, partition: int) -> str:
     return f"{topic}-{partition}"
 

@@ -11,6 +11,7 @@ from dagster import (
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
 from wado_pipeline.definitions import JOB_NAME, build_definitions
+from wado_pipeline.resources.doris import DorisResource
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.sensors.kafka_offsets import run_config_for
 from wado_pipeline_tests.conftest import consume_all
@@ -41,6 +42,22 @@ def test_batch_end_to_end(settings, produce, storage_root):
     with instance_for_test() as instance:
         result = run_range(settings, instance, 1, 0, n)
         assert result.success
+    checks = {
+        (tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()
+    }
+    assert len(checks) == 6 * 2 + 3 + 1  # present + nulls on 6 tables, dups on 3, rejects
+    failed = {k for k, e in checks.items() if not e.passed}
+    assert failed == {(("postgres", "dicom_ingest_error"), "batch_rejects")}
+    rejects = checks[(("postgres", "dicom_ingest_error"), "batch_rejects")]
+    assert rejects.severity.value == "WARN"
+    assert rejects.metadata["rejects_by_reason"].value == {
+        "bad_json": 1,
+        "not_object": 1,
+        "missing_field": 1,
+        "file_missing": 1,
+    }
+    present = checks[(("doris", "dicom_image_meta"), "batch_keys_present")]
+    assert present.metadata["expected_keys"].value == len(expected_from_files(good)["images"])
 
     tables = dump_tables(settings)
     expected = expected_from_files(good)
@@ -108,7 +125,43 @@ def test_materialization_metadata(settings, produce, storage_root):
     assert "0..10" in meta["offset_range"].value
     assert len(mats) == 11  # 3 + 3 tables, 3 topics, error table, group offsets
     text = json.dumps({k: str(v) for m in mats.values() for k, v in m.items()})
-    assert "Jane" not in text and "Müller" not in text  # no patient names in metadata
+    assert "Müller" not in text and "PAT1" not in text  # no patient names or IDs
+    rows = meta["preview"].value.records
+    assert len(rows) == 5 and rows[0].data["width"] == "64"
+    assert "patient_name" not in rows[0].data
+
+
+def test_cjk_name_and_long_description_are_cut_with_warnings(settings, produce, storage_root):
+    from wado_pipeline.synthetic import (
+        InstanceSpec,
+        build_dataset,
+        storage_path,
+        store_message,
+        write_dataset,
+    )
+
+    spec = InstanceSpec(
+        patient_name="山" * 64, attributes={"SeriesDescription": "Ç" * 300}, charset="ISO_IR 192"
+    )
+    ds = build_dataset(spec)
+    path = storage_path(storage_root, "T1", spec)
+    write_dataset(ds, path)
+    produce(encode([store_message(path, ds, "T1")]), partition=0)
+    with instance_for_test() as instance:
+        result = run_range(settings, instance, 0, 0, 1)
+    meta = {
+        tuple(e.asset_key.path): e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }[("doris", "dicom_state_meta")]
+    assert meta["warnings_by_column"].value == {"patient_name": 1, "series_description": 1}
+    tables = dump_tables(settings)
+    cols = S.STATE_META.column_names
+    (row,) = tables["doris.dicom_state_meta"]
+    name, desc = row[cols.index("patient_name")], row[cols.index("series_description")]
+    # fits Doris' byte-sized VARCHAR(64) / VARCHAR(256), cut at a character boundary
+    assert name == "山" * 21 and len(name.encode()) == 63
+    assert desc == "Ç" * 128 and len(desc.encode()) == 256
+    assert tables["postgres.dicom_state_meta"] == tables["doris.dicom_state_meta"]
 
 
 def test_reexecution_changes_nothing(settings, produce, storage_root, monkeypatch):
@@ -158,7 +211,12 @@ def test_reexecute_from_failure_redoes_only_the_failed_write(
         ) as retried:
             assert retried.success
             ran = {e.step_key for e in retried.get_step_success_events()}
-            assert ran == {"ingest_batch.write_doris", "ingest_batch.commit_offsets"}
+            # the failed write, the offset commit after it, and the checks that depend on it
+            assert ran == {
+                "ingest_batch.write_doris",
+                "ingest_batch.commit_offsets",
+                "batch_checks",
+            }
     tables = dump_tables(settings)
     assert len(tables["doris.dicom_image_meta"]) == 20
     assert tables["doris.dicom_image_meta"] == tables["postgres.dicom_image_meta"]
@@ -193,3 +251,35 @@ def test_asset_graph_edges(settings):
             assert parents == {storage}, key
     job = defs.resolve_job_def(JOB_NAME)
     assert job.executor_def.name == "in_process"
+    for key in graph.get_all_asset_keys():
+        policy = graph.get(key).freshness_policy
+        if key.path[0] in ("postgres", "doris") and key.path[1] != "dicom_ingest_error":
+            assert policy is not None, key
+            assert policy.fail_window.to_timedelta().total_seconds() == 900
+
+
+class LossyDoris(DorisResource):
+    """A writer with a bug: it drops the last image row. The checks must notice."""
+
+    def write_batch(self, rows_by_table):
+        rows = dict(rows_by_table)
+        rows["dicom_image_meta"] = list(rows["dicom_image_meta"])[:-1]
+        return super().write_batch(rows)
+
+
+def test_checks_catch_a_missing_row(settings, produce, storage_root):
+    produce(encode(synthetic_messages(storage_root, 12)), partition=0)
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    with instance_for_test() as instance:
+        result = job.execute_in_process(
+            run_config=run_config_for(OffsetRange(settings.storage_topic, 0, 0, 12)),
+            instance=instance,
+            resources={"doris": LossyDoris(url=settings.doris_url, flavor="mariadb")},
+        )
+    checks = {
+        (tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()
+    }
+    bad = checks[(("doris", "dicom_image_meta"), "batch_keys_present")]
+    assert not bad.passed
+    assert (bad.metadata["expected_keys"].value, bad.metadata["found_keys"].value) == (12, 11)
+    assert checks[(("postgres", "dicom_image_meta"), "batch_keys_present")].passed

@@ -98,3 +98,16 @@ def test_parallel_equals_serial(tmp_path):
     assert [type(o).__name__ for o in serial] == [type(o).__name__ for o in parallel]
     assert group(serial).images == group(parallel).images
     assert [o.offset for o in parallel] == list(range(150))
+
+
+def test_object_rows_fit_bytes_and_keys_reject(tmp_path):
+    msg = _write(tmp_path, InstanceSpec(), T0)
+    cjk = dict(msg, accession_number="山" * 64, trace_id="t-cjk")  # 192 bytes > 64
+    key = dict(msg, tenant_id="病" * 30, trace_id="t-key")  # tenant_id is in every key
+    records = [SourceRecord(0, i, json.dumps(m).encode()) for i, m in enumerate((cjk, key))]
+    g = group(process_records(records, [tmp_path]))
+    (row,) = g.objects
+    assert row["accession_number"] == "山" * 21 and len(row["accession_number"].encode()) <= 64
+    assert g.warnings["accession_number"] == 1
+    (rej,) = g.rejections
+    assert rej.reason == "too_long" and "tenant_id" in rej.detail

@@ -1,0 +1,59 @@
+"""Read-side queries shared by the PostgreSQL and Doris resources (asset checks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Table, and_, func, or_, select, tuple_
+
+from wado_pipeline.core import schema as S
+
+CHUNK = 500  # keys per IN list
+
+
+def _chunks(keys: Sequence[tuple]) -> list[Sequence[tuple]]:
+    return [keys[i : i + CHUNK] for i in range(0, len(keys), CHUNK)]
+
+
+def count_present(conn: Connection, spec: S.Table, table: Table, keys: Sequence[tuple]) -> int:
+    """How many of ``keys`` (tuples in ``spec.key`` order) exist in the table."""
+    cols = [table.c[k] for k in spec.key]
+    return sum(
+        conn.execute(
+            select(func.count()).select_from(table).where(tuple_(*cols).in_(list(part)))
+        ).scalar_one()
+        for part in _chunks(keys)
+    )
+
+
+def count_null_keys(conn: Connection, spec: S.Table, table: Table, keys: Sequence[tuple]) -> int:
+    """Rows among ``keys`` with a NULL in any Doris key column (which is a superset of
+    the primary key): such a row could not be loaded into Doris' UNIQUE KEY table."""
+    cols = [table.c[k] for k in spec.key]
+    nulls = or_(*(table.c[k].is_(None) for k in spec.doris_key))
+    return sum(
+        conn.execute(
+            select(func.count())
+            .select_from(table)
+            .where(and_(tuple_(*cols).in_(list(part)), nulls))
+        ).scalar_one()
+        for part in _chunks(keys)
+    )
+
+
+def count_duplicate_keys(
+    conn: Connection, spec: S.Table, table: Table, keys: Sequence[tuple]
+) -> int:
+    """Keys among ``keys`` stored more than once."""
+    cols = [table.c[k] for k in spec.key]
+    total = 0
+    for part in _chunks(keys):
+        dup = (
+            select(*cols)
+            .where(tuple_(*cols).in_(list(part)))
+            .group_by(*cols)
+            .having(func.count() > 1)
+            .subquery()
+        )
+        total += conn.execute(select(func.count()).select_from(dup)).scalar_one()
+    return total
