@@ -67,7 +67,7 @@ def settings(admin: KafkaAdminClient, tmp_path: Path) -> Iterator[Settings]:
         parse_workers=2,
     )
     create_topics(admin, s, STORAGE_PARTITIONS)
-    maria_admin = create_engine(BASE.doris_url)
+    maria_admin = create_engine(BASE.doris_url, pool_pre_ping=True)
     with maria_admin.begin() as conn:
         conn.execute(text(f"CREATE DATABASE `{tag}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
     yield s
@@ -75,7 +75,7 @@ def settings(admin: KafkaAdminClient, tmp_path: Path) -> Iterator[Settings]:
     with maria_admin.begin() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS `{tag}`"))
     maria_admin.dispose()
-    pg = create_engine(pg_url)
+    pg = create_engine(pg_url, pool_pre_ping=True)
     with pg.begin() as conn:
         conn.execute(text(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE'))
     pg.dispose()
