@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-DAGSTER_STORAGE_DEFAULT := postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster
+DAGSTER_STORAGE_DEFAULT := postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster?sslmode=disable
 export DAGSTER_POSTGRES_URL ?= $(DAGSTER_STORAGE_DEFAULT)
 
 .PHONY: install up down status test lint format dev validate

@@ -145,9 +145,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     warnings.simplefilter("ignore")  # pydicom warns about the corpus' odd files
     if args.mode == "parse":
-        result = bench.bench_parse(n_synthetic=args.n, repeat=args.repeat)
+        result = bench.bench_parse(n_synthetic=args.n or 600, repeat=args.repeat)
     else:
-        raise AssertionError(args.mode)
+        from wado_pipeline import bench_pipeline
+
+        quick = args.quick
+        if args.mode == "backlog":
+            n = args.n or (1000 if quick else 10_000)
+            result = bench_pipeline.backlog(n, args.max_batch)
+        else:
+            rates = [float(r) for r in args.rates.split(",")]
+            result = bench_pipeline.steady(rates, args.seconds or (20 if quick else 60))
     bench.print_table(result)
     bench.save_result(result)
     return EXIT_OK
@@ -221,11 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="measure throughput (prints figures, writes bench/results/latest.json)",
         description="parse: header extraction vs bare pydicom reads over the pydicom "
-        "corpus plus synthetic CT/MR files.",
+        "corpus plus synthetic CT/MR files. backlog: N messages already in the topic, "
+        "processed (a) by the core loop without Dagster and (b) by dagster-daemon with "
+        "the sensor and queued runs. steady: messages at fixed rates with the daemon "
+        "running; latency from produce to row visible. Needs the local stack (make up).",
     )
-    p.add_argument("mode", nargs="?", default="parse", choices=("parse",))
-    p.add_argument("-n", type=int, default=600, help="synthetic files (default 600)")
-    p.add_argument("--repeat", type=int, default=3, help="repetitions, best is kept")
+    p.add_argument("mode", nargs="?", default="parse", choices=("parse", "backlog", "steady"))
+    p.add_argument("-n", type=int, help="messages/files (parse 600, backlog 10,000)")
+    p.add_argument("--quick", action="store_true", help="a small version (under 3 minutes)")
+    p.add_argument("--repeat", type=int, default=3, help="parse: repetitions, best kept")
+    p.add_argument("--max-batch", type=int, default=2000, help="backlog: batch cap")
+    p.add_argument("--rates", default="10,100", help="steady: messages/s, comma-separated")
+    p.add_argument("--seconds", type=float, help="steady: seconds per rate (60; quick 20)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -99,7 +99,7 @@ def test_backlog_grows_and_covers_every_offset_once(settings):
             if json.loads(cursor)["partitions"]["0"]["next"] == 10_000:
                 break
     sizes = [end - start for _, start, end in seen]
-    assert sizes[:4] == [50, 100, 200, 400]
+    assert sizes[:4] == [50, 200, 800, 2000]
     assert max(sizes) == settings.max_batch_messages
     covered = [o for _, start, end in seen for o in range(start, end)]
     assert covered == list(range(10_000))

@@ -1,0 +1,422 @@
+"""End-to-end benchmarks on the local stack (``wado-pipeline bench backlog|steady``).
+
+backlog: N store messages already in the storage topic, each naming a realistic file.
+  (a) the core loop: the resources' read / parse / publish / upsert / commit calls that
+      the ops make, in a plain loop without Dagster — the ceiling;
+  (b) the real deployment: dagster-daemon with the sensor, queued runs and
+      dagster-postgres storage, timed from the daemon's start to the last row visible
+      in PostgreSQL and MariaDB.
+steady: messages produced at a fixed rate while the daemon runs; the time from each
+  message's production to its row being visible in PostgreSQL and in MariaDB.
+
+Each mode works in its own topics, PostgreSQL schema, MariaDB database and Dagster
+storage database, all dropped afterwards. Nothing here is a test: it prints figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from wado_pipeline.core import schema as S
+from wado_pipeline.core.batch import group
+from wado_pipeline.core.parallel import process_records, shutdown_pool
+from wado_pipeline.core.wire import encode_row, image_key, state_key
+from wado_pipeline.resources.doris import DorisResource
+from wado_pipeline.resources.kafka import KafkaResource, OutgoingMessage
+from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.settings import Settings
+from wado_pipeline.synthetic import synthetic_archive
+
+PROJECT = Path(__file__).resolve().parents[1]
+PARTITIONS = 3
+
+
+# ------------------------------------------------------------------ namespaces
+
+
+@contextmanager
+def namespace(base: Settings, root: Path) -> Iterator[Settings]:
+    """Settings with their own topics, PostgreSQL schema and MariaDB database."""
+    tag = "bench_" + uuid.uuid4().hex[:8]
+    s = dataclasses.replace(
+        base,
+        storage_topic=f"{tag}_storage",
+        state_topic=f"{tag}_state",
+        image_topic=f"{tag}_image",
+        dlq_topic=f"{tag}_dlq",
+        consumer_group=f"{tag}_group",
+        postgres_schema=tag,
+        doris_url=make_url(base.doris_url).set(database=tag).render_as_string(False),
+        doris_flavor="mariadb",
+        storage_roots=(root,),
+    )
+    admin = KafkaAdminClient(bootstrap_servers=base.kafka_bootstrap, request_timeout_ms=10000)
+    admin.create_topics(
+        [
+            NewTopic(s.storage_topic, PARTITIONS, 1),
+            NewTopic(s.state_topic, 1, 1),
+            NewTopic(s.image_topic, 1, 1),
+            NewTopic(s.dlq_topic, 1, 1, topic_configs={"max.message.bytes": "4194304"}),
+        ]
+    )
+    maria = create_engine(base.doris_url, pool_pre_ping=True)
+    with maria.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{tag}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    try:
+        yield s
+    finally:
+        admin.delete_topics([s.storage_topic, s.state_topic, s.image_topic, s.dlq_topic])
+        admin.close()
+        with maria.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{tag}`"))
+        maria.dispose()
+        pg = create_engine(base.postgres_url, pool_pre_ping=True)
+        with pg.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE'))
+        pg.dispose()
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    env = {}
+    for f in dataclasses.fields(s):
+        value = getattr(s, f.name)
+        if f.name == "storage_roots":
+            value = ":".join(str(r) for r in value)
+        env[f.metadata["env"]] = str(value)
+    return env
+
+
+# ------------------------------------------------------------------ data
+
+
+def make_archive(root: Path, n: int, large_share: float = 0.2) -> list[dict]:
+    """n synthetic CT/MR instances: 256x256 (~130 KB) and a share of 512x512 (~520 KB)."""
+    n_large = int(n * large_share)
+    messages = [m for _, _, m in synthetic_archive(root, "bench", n - n_large, seed="s256")]
+    messages += [m for _, _, m in synthetic_archive(root, "bench", n_large, seed="s512", rows=512)]
+    return messages
+
+
+def produce(s: Settings, messages: list[dict], rate: float | None = None) -> dict[str, float]:
+    """Publish (keyed by series); returns trace_id -> wall time of its send."""
+    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    futures = []
+    for i, m in enumerate(messages):
+        if rate:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        sent[m["trace_id"]] = time.time()
+        futures.append(
+            producer.send(
+                s.storage_topic, key=m["series_uid"].encode(), value=json.dumps(m).encode()
+            )
+        )
+    producer.flush()
+    for f in futures:
+        f.get(timeout=60)
+    producer.close()
+    return sent
+
+
+# ------------------------------------------------------------------ (a) core loop
+
+
+def core_loop(s: Settings, n: int) -> dict:
+    """The ops' work in a plain loop: no Dagster, same resource and core calls."""
+    kafka = KafkaResource(bootstrap=s.kafka_bootstrap)
+    pg = PostgresResource(url=s.postgres_url, schema_name=s.postgres_schema)
+    doris = DorisResource(url=s.doris_url, flavor="mariadb")
+    pg.ensure_tables()
+    doris.ensure_tables()
+    stages = dict.fromkeys(("read_s", "parse_s", "publish_s", "postgres_s", "doris_s"), 0.0)
+    batches = 0
+    t0 = time.perf_counter()
+    for o in kafka.partition_offsets(s.storage_topic):
+        for start in range(o.beginning, o.end, s.max_batch_messages):
+            end = min(o.end, start + s.max_batch_messages)
+            t = time.perf_counter()
+            records = kafka.read_range(s.storage_topic, o.partition, start, end)
+            stages["read_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            g = group(process_records(records, s.storage_roots, s.parse_workers))
+            stages["parse_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            kafka.publish(
+                s.state_topic, [OutgoingMessage(state_key(r), encode_row(r)) for r in g.states]
+            )
+            kafka.publish(
+                s.image_topic, [OutgoingMessage(image_key(r), encode_row(r)) for r in g.images]
+            )
+            stages["publish_s"] += time.perf_counter() - t
+            rows = {
+                S.OBJECT_META.name: g.objects,
+                S.STATE_META.name: g.states,
+                S.IMAGE_META.name: g.images,
+            }
+            t = time.perf_counter()
+            pg.write_batch(rows)
+            stages["postgres_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            doris.write_batch(rows)
+            stages["doris_s"] += time.perf_counter() - t
+            kafka.commit(s.consumer_group, s.storage_topic, o.partition, end)
+            batches += 1
+    elapsed = time.perf_counter() - t0
+    shutdown_pool()
+    kafka.teardown_after_execution(None)
+    pg.dispose()
+    doris.dispose()
+    return {
+        "core_msgs_per_s": round(n / elapsed, 1),
+        "core_seconds": round(elapsed, 2),
+        "core_batches": batches,
+        "core_stage_s": {k: round(v, 2) for k, v in stages.items()},
+    }
+
+
+# ------------------------------------------------------------------ (b) Dagster
+
+
+@contextmanager
+def dagster_daemon(s: Settings, workdir: Path) -> Iterator[tuple[Path, str]]:
+    """dagster-daemon on a fresh dagster-postgres database; yields (home, storage url)."""
+    home = workdir / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    db = "dagster_" + uuid.uuid4().hex[:8]
+    base = make_url(s.postgres_url)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db}"'))
+    storage = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(False)
+    env = {
+        **os.environ,
+        **settings_env(s),
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_URL": storage,
+    }
+    log = open(home / "daemon.log", "w")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster-daemon"),
+            "run",
+            "-w",
+            str(PROJECT / "workspace.yaml"),
+        ],
+        cwd=home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield home, storage
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        log.close()
+        time.sleep(2)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _count(engine, sql: str) -> int:
+    with engine.connect() as conn:
+        try:
+            return conn.execute(text(sql)).scalar_one()
+        except Exception:  # the table appears with the first run
+            conn.rollback()
+            return 0
+
+
+def wait_for_rows(s: Settings, expected_images: int, timeout: float) -> float:
+    pg = create_engine(s.postgres_url)
+    maria = create_engine(s.doris_url)
+    pg_sql = f'SELECT count(*) FROM "{s.postgres_schema}".dicom_image_meta'
+    maria_sql = "SELECT count(*) FROM dicom_image_meta"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if (
+                _count(pg, pg_sql) >= expected_images
+                and _count(maria, maria_sql) >= expected_images
+            ):
+                return time.perf_counter()
+            time.sleep(0.25)
+        raise TimeoutError(f"rows did not arrive within {timeout:.0f}s")
+    finally:
+        pg.dispose()
+        maria.dispose()
+
+
+def run_stats(home: Path, storage: str, group_name: str) -> dict:
+    """Runs, mean batch, stage times and worker memory from the Dagster instance."""
+    os.environ["DAGSTER_POSTGRES_URL"] = storage
+    from dagster import AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        runs = [r for r in instance.get_runs() if r.tags.get("wado/offsets")]
+        sizes = []
+        for r in runs:
+            a, b = (int(x) for x in r.tags["wado/offsets"].split("-"))
+            sizes.append(b - a)
+        records = instance.fetch_materializations(
+            AssetKey(["kafka", "consumer_groups", group_name]), limit=10_000
+        ).records
+        metas = [rec.asset_materialization.metadata for rec in records]
+
+        def total(key):
+            return round(sum(m[key].value for m in metas if key in m), 2)
+
+        return {
+            "runs": len(runs),
+            "runs_succeeded": sum(r.status.value == "SUCCESS" for r in runs),
+            "mean_batch": round(statistics.mean(sizes), 1) if sizes else 0,
+            "dagster_stage_s": {"read_s": total("read_s"), "parse_s": total("parse_s")},
+            "worker_peak_rss_mb": max(
+                (m["worker_peak_rss_mb"].value for m in metas if "worker_peak_rss_mb" in m),
+                default=None,
+            ),
+            "pool_peak_rss_mb": max(
+                (m["pool_peak_rss_mb"].value for m in metas if "pool_peak_rss_mb" in m),
+                default=None,
+            ),
+        }
+
+
+def backlog(n: int, max_batch: int) -> dict:
+    base = dataclasses.replace(Settings.from_env(), max_batch_messages=max_batch)
+    with tempfile.TemporaryDirectory(prefix="wado-bench-") as tmp:
+        root = Path(tmp) / "storage"
+        print(f"writing {n} DICOM files …", file=sys.stderr)
+        messages = make_archive(root, n)
+        sop_count = len({m["sop_uid"] for m in messages})
+        with namespace(base, root) as a:
+            produce(a, messages)
+            print("(a) core loop …", file=sys.stderr)
+            core = core_loop(a, n)
+        with namespace(base, root) as b:
+            produce(b, messages)
+            print("(b) dagster-daemon …", file=sys.stderr)
+            with dagster_daemon(b, Path(tmp)) as (home, storage):
+                t0 = time.perf_counter()
+                t1 = wait_for_rows(b, sop_count, timeout=max(600, n / 5))
+                time.sleep(3)  # let the last runs record their final events
+                stats = run_stats(home, storage, b.consumer_group)
+    dagster_rate = n / (t1 - t0)
+    return {
+        "mode": "backlog",
+        "n": n,
+        "max_batch_messages": max_batch,
+        **core,
+        "dagster_msgs_per_s": round(dagster_rate, 1),
+        "dagster_seconds": round(t1 - t0, 2),
+        "ratio": round(dagster_rate / core["core_msgs_per_s"], 3),
+        **stats,
+        "machine_cores": os.cpu_count(),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return round(ordered[k], 2)
+
+
+def steady(rates: list[float], seconds: float) -> dict:
+    base = Settings.from_env()
+    out: dict = {"mode": "steady", "duration_s": seconds, "rates": {}}
+    with tempfile.TemporaryDirectory(prefix="wado-bench-") as tmp:
+        root = Path(tmp) / "storage"
+        for rate in rates:
+            n = int(rate * seconds)
+            messages = [m for _, _, m in synthetic_archive(root, "bench", n, seed=f"r{rate}")]
+            with (
+                namespace(base, root) as s,
+                dagster_daemon(s, Path(tmp) / f"r{rate}") as (
+                    home,
+                    storage,
+                ),
+            ):
+                (Path(tmp) / f"r{rate}").mkdir(exist_ok=True)
+                time.sleep(8)  # the daemon's first sensor tick: measure steady state
+                print(f"steady {rate}/s for {seconds}s …", file=sys.stderr)
+                sent = produce(s, messages, rate=rate)
+                seen = observe(s, sent, timeout=120)
+                stats = run_stats(home, storage, s.consumer_group)
+            lat_pg = [seen["pg"][t] - sent[t] for t in seen["pg"]]
+            lat_maria = [seen["maria"][t] - sent[t] for t in seen["maria"]]
+            out["rates"][str(rate)] = {
+                "n": n,
+                "visible_pg": len(lat_pg),
+                "visible_mariadb": len(lat_maria),
+                "p50_s": percentile(lat_pg, 50),
+                "p95_s": percentile(lat_pg, 95),
+                "p99_s": percentile(lat_pg, 99),
+                "mariadb_p50_s": percentile(lat_maria, 50),
+                "mariadb_p95_s": percentile(lat_maria, 95),
+                "mariadb_p99_s": percentile(lat_maria, 99),
+                **stats,
+            }
+    first = out["rates"][str(rates[0])]
+    out.update(
+        n=sum(r["n"] for r in out["rates"].values()),
+        p50_s=first["p50_s"],
+        p95_s=first["p95_s"],
+        p99_s=first["p99_s"],
+        worker_peak_rss_mb=first["worker_peak_rss_mb"],
+        machine_cores=os.cpu_count(),
+    )
+    return out
+
+
+def observe(s: Settings, sent: dict[str, float], timeout: float) -> dict[str, dict[str, float]]:
+    """When each trace_id's row became visible in PostgreSQL and MariaDB."""
+    pg = create_engine(s.postgres_url)
+    maria = create_engine(s.doris_url)
+    seen: dict[str, dict[str, float]] = {"pg": {}, "maria": {}}
+    deadline = time.monotonic() + timeout
+    queries = {
+        "pg": (pg, f'SELECT trace_id FROM "{s.postgres_schema}".dicom_object_meta'),
+        "maria": (maria, "SELECT trace_id FROM dicom_object_meta"),
+    }
+    while time.monotonic() < deadline and any(len(v) < len(sent) for v in seen.values()):
+        for name, (engine, sql) in queries.items():
+            with engine.connect() as conn:
+                try:
+                    ids = conn.execute(text(sql)).scalars().all()
+                except Exception:
+                    conn.rollback()
+                    continue
+            now = time.time()
+            for t in ids:
+                seen[name].setdefault(t, now)
+        time.sleep(0.2)
+    pg.dispose()
+    maria.dispose()
+    return seen
