@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DAGSTER_STORAGE_DEFAULT := postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster?sslmode=disable
 export DAGSTER_POSTGRES_URL ?= $(DAGSTER_STORAGE_DEFAULT)
 
-.PHONY: install up down status test lint format dev validate
+.PHONY: install up down status test lint format dev validate demo browser
 
 install: $(VENV)/.installed
 
@@ -29,8 +29,13 @@ down:
 status:
 	bash stack/status.sh
 
-test: up
+test: up browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Debian's Chromium, for the UI screenshots of wado_pipeline_tests/test_ui.py.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check .
@@ -50,3 +55,24 @@ dev: up
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
+
+# The whole pipeline with data flowing, in the Dagster UI: stack, sample archive (synthetic
+# CT/MR studies with non-ASCII names, plus pydicom's corpus) published as the receiver
+# would, then `dagster dev` with the sensor running. Ctrl-C stops Dagster; `make down`
+# stops the stack. The archive is published once (marker in .stack/).
+DEMO_TENANT := demo-hospital
+demo: up
+	@if [ ! -f .stack/demo-published ]; then \
+	  $(BIN)/wado-pipeline produce --synthetic 1200 --seed demo --tenant $(DEMO_TENANT) && \
+	  $(BIN)/wado-pipeline produce "$$($(BIN)/python -c 'import os, pydicom.data as d; print(os.path.dirname(d.get_testdata_file("CT_small.dcm")))')" --tenant $(DEMO_TENANT) && \
+	  touch .stack/demo-published; fi
+	mkdir -p $(DAGSTER_HOME_DIR)
+	cp dagster.yaml $(DAGSTER_HOME_DIR)/dagster.yaml
+	@echo
+	@echo "  Dagster UI:  http://127.0.0.1:3000"
+	@echo "  Look at:     Assets > ingest (lineage, freshness, checks) · Runs (one per batch)"
+	@echo "               Automation > storage_topic_sensor (ticks and cursor)"
+	@echo "  Progress:    .venv/bin/wado-pipeline lag   (another terminal)"
+	@echo "  Stop:        Ctrl-C here, then 'make down'"
+	@echo
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -356,14 +356,9 @@ def steady(rates: list[float], seconds: float) -> dict:
         for rate in rates:
             n = int(rate * seconds)
             messages = [m for _, _, m in synthetic_archive(root, "bench", n, seed=f"r{rate}")]
-            with (
-                namespace(base, root) as s,
-                dagster_daemon(s, Path(tmp) / f"r{rate}") as (
-                    home,
-                    storage,
-                ),
-            ):
-                (Path(tmp) / f"r{rate}").mkdir(exist_ok=True)
+            workdir = Path(tmp) / f"r{rate}"
+            workdir.mkdir()
+            with namespace(base, root) as s, dagster_daemon(s, workdir) as (home, storage):
                 time.sleep(8)  # the daemon's first sensor tick: measure steady state
                 print(f"steady {rate}/s for {seconds}s …", file=sys.stderr)
                 sent = produce(s, messages, rate=rate)

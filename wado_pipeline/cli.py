@@ -55,7 +55,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         return EXIT_OK
     from wado_pipeline.definitions import build_resources
 
-    resources = build_resources(settings)
+    resources = build_resources(settings, env_secrets=False)
     resources["postgres"].ensure_tables()
     print(f"PostgreSQL tables ready (schema {settings.postgres_schema})")
     resources["doris"].ensure_tables()
@@ -135,6 +135,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replay: Dagster at {args.host}:{args.port} refused: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     print(f"launched run {run_id} for {rng.topic}[{rng.partition}] {rng.start}..{rng.end - 1}")
+    return EXIT_OK
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from wado_pipeline import operations
+
+    settings = _settings()
+    if args.action == "list":
+        rows = operations.dead_letters(settings, args.limit)
+        print(f"dead-letter topic {settings.dlq_topic}: last {len(rows)}")
+        for d in rows:
+            print(f"{d.offset:>8}  {d.reason:<18} {d.source:<34} {d.detail}")
+        return EXIT_OK
+    if args.offset is None:
+        print("dlq requeue: --offset is required", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        partition, offset = operations.requeue(settings, args.offset)
+    except LookupError as exc:
+        print(f"dlq requeue: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"requeued dead letter {args.offset} to {settings.storage_topic}[{partition}]@{offset}")
     return EXIT_OK
 
 
@@ -224,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="Dagster webserver host")
     p.add_argument("--port", type=int, default=3000, help="Dagster webserver port")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "dlq",
+        help="list rejected messages, or requeue one after fixing its cause",
+        description="list: the last rejected messages of WADO_DLQ_TOPIC with reason, detail "
+        "and source offset (no payloads). requeue --offset N: publish dead letter N's "
+        "original value to WADO_STORAGE_TOPIC again, once the file or message is fixed.",
+    )
+    p.add_argument("action", choices=("list", "requeue"))
+    p.add_argument("--offset", type=int, help="requeue: offset in the dead-letter topic")
+    p.add_argument("--limit", type=int, default=50, help="list: how many (default 50)")
+    p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser(
         "bench",

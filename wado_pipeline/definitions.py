@@ -29,11 +29,14 @@ from wado_pipeline.settings import Settings
 JOB_NAME = "ingest_job"
 
 
-def _secret(env: str, value: str):
-    return EnvVar(env) if os.environ.get(env) else value
+def build_resources(settings: Settings, env_secrets: bool = True) -> dict:
+    """The resources for ``settings``. With ``env_secrets``, URLs set in the environment
+    are passed as ``EnvVar`` (the UI shows the variable, not the password); outside
+    Dagster (the CLI) plain values are used."""
 
+    def _secret(env: str, value: str):
+        return EnvVar(env) if env_secrets and os.environ.get(env) else value
 
-def build_resources(settings: Settings) -> dict:
     return {
         "kafka": KafkaResource(
             bootstrap=settings.kafka_bootstrap, timeout_seconds=settings.kafka_timeout_seconds

@@ -158,3 +158,78 @@ def lag(settings: Settings) -> list[PartitionLag]:
             )
         )
     return out
+
+
+@dataclass
+class DeadLetter:
+    offset: int
+    reason: str
+    detail: str
+    source: str  # topic[partition]@offset of the original message
+    size: int
+
+
+def _dlq_consumer(settings: Settings):
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    tp = TopicPartition(settings.dlq_topic, 0)
+    consumer.assign([tp])
+    return consumer, tp
+
+
+def dead_letters(settings: Settings, limit: int = 50) -> list[DeadLetter]:
+    """The most recent ``limit`` rejected messages (headers only: no payload printed)."""
+    consumer, tp = _dlq_consumer(settings)
+    try:
+        end = consumer.end_offsets([tp])[tp]
+        consumer.seek(tp, max(0, end - limit))
+        out = []
+        for rec in consumer:
+            h = {k: v.decode(errors="replace") for k, v in rec.headers}
+            out.append(
+                DeadLetter(
+                    rec.offset,
+                    h.get("wado.reason", "?"),
+                    h.get("wado.detail", ""),
+                    f"{h.get('wado.topic')}[{h.get('wado.partition')}]@{h.get('wado.offset')}",
+                    len(rec.value or b""),
+                )
+            )
+            if rec.offset >= end - 1:
+                break
+        return out
+    finally:
+        consumer.close()
+
+
+def requeue(settings: Settings, dlq_offset: int) -> tuple[int, int]:
+    """Publish the original value of dead letter ``dlq_offset`` to the storage topic again,
+    once its cause is fixed (the file restored, the receiver's message corrected…).
+    Returns the new (partition, offset)."""
+    consumer, tp = _dlq_consumer(settings)
+    try:
+        consumer.seek(tp, dlq_offset)
+        record = next((r for r in consumer if r.offset == dlq_offset), None)
+    finally:
+        consumer.close()
+    if record is None:
+        raise LookupError(f"no dead letter at offset {dlq_offset} of {settings.dlq_topic}")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=4 * 1024 * 1024
+    )
+    try:
+        meta = producer.send(
+            settings.storage_topic,
+            value=record.value,
+            headers=[("wado.requeued_from", f"{settings.dlq_topic}@{dlq_offset}".encode())],
+        ).get(timeout=30)
+    finally:
+        producer.close()
+    return meta.partition, meta.offset

@@ -203,9 +203,17 @@ def synthetic_archive(
 ) -> Iterator[tuple[Path, Dataset, dict[str, Any]]]:
     """Write ``n_instances`` files across patients, CT and MR series; yield each
     file with its dataset and store message. Deterministic for a given seed."""
-    per_series = 60
+    # series of tens to hundreds of instances, as CT and MR studies have
+    lengths = (60, 24, 180, 40, 120, 300)
+    bounds, total = [], 0
+    while total < n_instances:
+        total += lengths[len(bounds) % len(lengths)]
+        bounds.append(total)
+    series_no = 0
     for i in range(n_instances):
-        series_no = i // per_series
+        while i >= bounds[series_no]:
+            series_no += 1
+        first = bounds[series_no - 1] if series_no else 0
         patient_id, name, charset = PATIENTS[series_no % len(PATIENTS)]
         modality = "CT" if series_no % 2 == 0 else "MR"
         study_no = series_no // 2
@@ -216,7 +224,7 @@ def synthetic_archive(
             series_uid=uid(seed, "series", series_no),
             sop_uid=uid(seed, "sop", i),
             modality=modality,
-            instance_number=i % per_series + 1,
+            instance_number=i - first + 1,
             rows=rows,
             columns=rows,
             charset=charset,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,26 @@ def consume_all(bootstrap: str, topic: str, expected: int | None = None, timeout
     if expected is not None:
         assert len(out) == expected, f"{topic}: {len(out)} records, expected {expected}"
     return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def dagster_home(tmp_path, settings):
+    """A DAGSTER_HOME with the project's dagster.yaml and its own storage database."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    db = "dagster_" + uuid.uuid4().hex[:8]
+    base = make_url(settings.postgres_url)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db}"'))
+    url = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(
+        hide_password=False
+    )
+    yield home, url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    admin.dispose()

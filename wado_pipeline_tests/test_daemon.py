@@ -2,56 +2,27 @@
 storage. Messages are produced and rows arrive without anything called by hand."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from wado_pipeline.sensors.kafka_offsets import PARTITION_TAG, RANGE_TAG
-from wado_pipeline_tests.pipeline import encode, settings_env, synthetic_messages
+from wado_pipeline_tests.pipeline import (
+    encode,
+    processes_mentioning,
+    settings_env,
+    synthetic_messages,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-@pytest.fixture
-def dagster_home(tmp_path, settings):
-    """A DAGSTER_HOME with the project's dagster.yaml and its own storage database."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    db = "dagster_" + uuid.uuid4().hex[:8]
-    base = make_url(settings.postgres_url)
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    url = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(
-        hide_password=False
-    )
-    yield home, url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_daemon_ingests_without_manual_steps(
@@ -132,24 +103,8 @@ def test_daemon_ingests_without_manual_steps(
     # Code servers and run workers must end too: a run process that kept its header-
     # parsing pool alive would never exit (multiprocessing joins children on exit).
     wait_until(
-        lambda: not _processes_mentioning(str(home)),
+        lambda: not processes_mentioning(str(home)),
         60,
         "the code servers and run workers of this test to exit",
         interval=2,
     )
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line, or whose parent's, mentions ``text``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if text in cmd and state != "Z":
-            found.append(int(entry.name))
-    return found

@@ -16,6 +16,7 @@ from pydantic import PrivateAttr
 from sqlalchemy import Engine, MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.schema import CreateTable
 
 from wado_pipeline.core import schema as S
 from wado_pipeline.resources.retry import with_retries
@@ -67,8 +68,9 @@ class DorisResource(ConfigurableResource):
                         if stmt.strip():
                             conn.execute(text(stmt))
                 else:
+                    # IF NOT EXISTS, not a look-then-create: concurrent runs must not race
                     for t in self.tables.values():
-                        t.create(conn, checkfirst=True)
+                        conn.execute(CreateTable(t, if_not_exists=True))
 
         with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="Doris DDL")
 

@@ -67,6 +67,9 @@ class PostgresResource(ConfigurableResource):
 
         def attempt() -> None:
             with self.engine.begin() as conn:
+                # Concurrent runs on a fresh database would race on PostgreSQL's catalog
+                # (duplicate pg_type rows) even with IF NOT EXISTS: serialise the DDL.
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wado_pipeline_ddl'))"))
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema_name}"'))
                 for t in self.tables.values():
                     t.create(conn, checkfirst=True)

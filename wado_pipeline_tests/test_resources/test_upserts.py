@@ -117,3 +117,19 @@ def test_doris_flavor_insert_runs_over_the_mysql_protocol(settings):
             ("v1",)
         ]
     doris_like.dispose()
+
+
+def test_concurrent_first_runs_create_tables_once(postgres, doris):
+    """Runs of several partitions start together on a fresh database."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(r.ensure_tables) for r in (postgres, doris) * 3]
+        for f in futures:
+            f.result()  # raises if a CREATE raced
+    with postgres.engine.connect() as conn:
+        n = conn.execute(
+            text("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"),
+            {"s": postgres.schema_name},
+        ).scalar_one()
+    assert n == 4
