@@ -35,11 +35,11 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 
 # Tags, written once here. Functional-group macros: (macro sequence, attribute).
 T_PATIENT_ID = Tag(0x0010, 0x0020)
-T_STUDY_UID = Tag(0x0020, 0x000D)
-T_SERIES_UID = Tag(0x0020, 0x000E)
-T_SOP_UID = Tag(0x0008, 0x0018)
-T_SOP_CLASS = Tag(0x0008, 0x0016)
-T_STUDY_DATE = Tag(0x0008, 0x0020)
+T_STUDY_UID = 0x0020000D
+T_SERIES_UID = 0x0020000E
+T_SOP_UID = 0x00080018
+T_SOP_CLASS = 0x00080016
+T_STUDY_DATE = 0x00080020
 T_ROWS = Tag(0x0028, 0x0010)
 T_SHARED_FG = 0x52009229
 T_PER_FRAME_FG = 0x52009230
@@ -227,8 +227,6 @@ class _Builder:
 
     def fill(self, attributes) -> None:
         ds, codec = self.ds, self.codec
-        # A plain-int index: pydicom's tag type compares in Python, which costs more
-        # than the conversions themselves.
         index = self.index
         enhanced = T_SHARED_FG in index or T_PER_FRAME_FG in index
         for column, how, tag, convert, macro in attributes:
@@ -248,7 +246,15 @@ class _Builder:
                     raw = None if raw is None else V.clean_text(raw)
                     value = convert(raw) if raw else None
                 elif how == "us":
-                    value = _binary_int(src, tag)
+                    if raw_bytes is not None and elem.VR in (None, "US"):
+                        little = elem.is_little_endian
+                        value = (
+                            int.from_bytes(raw_bytes[:2], "little" if little else "big")
+                            if len(raw_bytes) >= 2
+                            else None
+                        )
+                    else:
+                        value = _binary_int(src, tag)
                 elif codec is not None and raw_bytes is not None:
                     value = _join_multi(raw_bytes.decode(codec, errors="replace"))
                 else:
@@ -281,8 +287,15 @@ _LIMITS = {
 }
 
 
-def _required_uid(ds: Dataset, tag: int, name: str) -> str:
-    raw = _element_text(ds, tag)
+def _raw_text(ds: Dataset, index: dict[int, Any], tag: int) -> str | None:
+    elem = index.get(tag)
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        return elem.value.decode("latin-1")
+    return _element_text(ds, tag)
+
+
+def _required_uid(ds: Dataset, index: dict[int, Any], tag: int, name: str) -> str:
+    raw = _raw_text(ds, index, tag)
     if raw is None or V.clean_text(raw) == "":
         raise Rejected(Reason.MISSING_REQUIRED, f"{name} is missing or empty")
     value = V.clean_text(raw)
@@ -309,12 +322,15 @@ def build_records(
 ) -> Extracted:
     """Build the state and image rows from a header dataset (raises ``Rejected``)."""
     codec = _fast_codec(ds)
+    # A plain-int index of the elements: pydicom's tag type compares in Python, which
+    # costs more than the conversions themselves.
+    index = {int(t): e for t, e in ds._dict.items()}
     patient_id = _required_patient_id(ds, codec)
-    study_uid = _required_uid(ds, T_STUDY_UID, "StudyInstanceUID")
-    series_uid = _required_uid(ds, T_SERIES_UID, "SeriesInstanceUID")
-    sop_uid = _required_uid(ds, T_SOP_UID, "SOPInstanceUID")
-    sop_class = _required_uid(ds, T_SOP_CLASS, "SOPClassUID")
-    raw_date = _element_text(ds, T_STUDY_DATE)
+    study_uid = _required_uid(ds, index, T_STUDY_UID, "StudyInstanceUID")
+    series_uid = _required_uid(ds, index, T_SERIES_UID, "SeriesInstanceUID")
+    sop_uid = _required_uid(ds, index, T_SOP_UID, "SOPInstanceUID")
+    sop_class = _required_uid(ds, index, T_SOP_CLASS, "SOPClassUID")
+    raw_date = _raw_text(ds, index, T_STUDY_DATE)
     if raw_date is None or V.clean_text(raw_date) == "":
         raise Rejected(Reason.MISSING_REQUIRED, "StudyDate is missing or empty")
     try:
@@ -335,7 +351,6 @@ def build_records(
         "updated_time": created_time,
     }
     warnings: list[str] = []
-    index = {int(t): e for t, e in ds._dict.items()}
     s = _Builder(ds, index, codec, STATE_META, warnings)
     s.row.update(common)
     s.row["study_date"] = study_date
