@@ -94,16 +94,6 @@ def namespace(base: Settings, root: Path) -> Iterator[Settings]:
         pg.dispose()
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    env = {}
-    for f in dataclasses.fields(s):
-        value = getattr(s, f.name)
-        if f.name == "storage_roots":
-            value = ":".join(str(r) for r in value)
-        env[f.metadata["env"]] = str(value)
-    return env
-
-
 # ------------------------------------------------------------------ data
 
 
@@ -212,7 +202,7 @@ def dagster_daemon(s: Settings, workdir: Path) -> Iterator[tuple[Path, str]]:
     storage = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(False)
     env = {
         **os.environ,
-        **settings_env(s),
+        **s.to_env(),
         "DAGSTER_HOME": str(home),
         "DAGSTER_POSTGRES_URL": storage,
     }

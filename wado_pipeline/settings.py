@@ -110,3 +110,14 @@ class Settings:
     def env_names(self) -> list[str]:
         """The environment variables this settings object reads."""
         return [f.metadata["env"] for f in fields(self)]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``Settings.from_env()`` return these settings
+        (for the processes the benchmark and the tests start: daemon, runs, CLI)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "storage_roots":
+                value = ":".join(str(r) for r in value)
+            env[f.metadata["env"]] = str(value)
+        return env

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -68,13 +67,7 @@ def run_range(
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes ``Settings.from_env()`` return ``settings``."""
-    env = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if f.name == "storage_roots":
-            value = ":".join(str(r) for r in value)
-        env[f.metadata["env"]] = str(value)
-    return env
+    return settings.to_env()
 
 
 def job_from_env():
