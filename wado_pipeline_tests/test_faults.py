@@ -29,6 +29,7 @@ from wado_pipeline_tests.pipeline import (
     run_range,
     settings_env,
     synthetic_messages,
+    wait_until,
 )
 from wado_pipeline_tests.test_sensors.test_kafka_sensor import ranges, tick
 
@@ -155,7 +156,7 @@ def test_broker_stopped_while_producing(settings, produce, storage_root, stack_r
 
         sender = threading.Thread(target=keep_producing)
         sender.start()
-        time.sleep(0.1)
+        wait_until(lambda: len(futures) >= 10, 10, "the first sends", interval=0.01)
         service("kafka", "stop")  # mid-stream
         sender.join()
         down = tick(settings, instance, cursor)
