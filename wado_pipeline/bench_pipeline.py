@@ -18,22 +18,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batch import group
@@ -42,6 +36,7 @@ from wado_pipeline.core.wire import encode_row, image_key, state_key
 from wado_pipeline.resources.doris import DorisResource
 from wado_pipeline.resources.kafka import KafkaResource, OutgoingMessage
 from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.sandbox import dagster_home, dagster_process, namespace
 from wado_pipeline.settings import Settings
 from wado_pipeline.synthetic import synthetic_archive
 
@@ -50,48 +45,6 @@ PARTITIONS = 3
 
 
 # ------------------------------------------------------------------ namespaces
-
-
-@contextmanager
-def namespace(base: Settings, root: Path) -> Iterator[Settings]:
-    """Settings with their own topics, PostgreSQL schema and MariaDB database."""
-    tag = "bench_" + uuid.uuid4().hex[:8]
-    s = dataclasses.replace(
-        base,
-        storage_topic=f"{tag}_storage",
-        state_topic=f"{tag}_state",
-        image_topic=f"{tag}_image",
-        dlq_topic=f"{tag}_dlq",
-        consumer_group=f"{tag}_group",
-        postgres_schema=tag,
-        doris_url=make_url(base.doris_url).set(database=tag).render_as_string(False),
-        doris_flavor="mariadb",
-        storage_roots=(root,),
-    )
-    admin = KafkaAdminClient(bootstrap_servers=base.kafka_bootstrap, request_timeout_ms=10000)
-    admin.create_topics(
-        [
-            NewTopic(s.storage_topic, PARTITIONS, 1),
-            NewTopic(s.state_topic, 1, 1),
-            NewTopic(s.image_topic, 1, 1),
-            NewTopic(s.dlq_topic, 1, 1, topic_configs={"max.message.bytes": "4194304"}),
-        ]
-    )
-    maria = create_engine(base.doris_url, pool_pre_ping=True)
-    with maria.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{tag}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    try:
-        yield s
-    finally:
-        admin.delete_topics([s.storage_topic, s.state_topic, s.image_topic, s.dlq_topic])
-        admin.close()
-        with maria.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{tag}`"))
-        maria.dispose()
-        pg = create_engine(base.postgres_url, pool_pre_ping=True)
-        with pg.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE'))
-        pg.dispose()
 
 
 # ------------------------------------------------------------------ data
@@ -191,48 +144,10 @@ def core_loop(s: Settings, n: int) -> dict:
 @contextmanager
 def dagster_daemon(s: Settings, workdir: Path) -> Iterator[tuple[Path, str]]:
     """dagster-daemon on a fresh dagster-postgres database; yields (home, storage url)."""
-    home = workdir / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
-    db = "dagster_" + uuid.uuid4().hex[:8]
-    base = make_url(s.postgres_url)
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    storage = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(False)
-    env = {
-        **os.environ,
-        **s.to_env(),
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_POSTGRES_URL": storage,
-    }
-    log = open(home / "daemon.log", "w")  # noqa: SIM115 - closed below
-    daemon = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "dagster-daemon"),
-            "run",
-            "-w",
-            str(PROJECT / "workspace.yaml"),
-        ],
-        cwd=home,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield home, storage
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-        log.close()
-        time.sleep(2)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
+    with dagster_home(workdir, s.postgres_url) as (home, storage):
+        with dagster_process(["dagster-daemon", "run"], s, home, storage):
+            yield home, storage
+        time.sleep(2)  # let the run workers' last events land before the database goes
 
 
 def _count(engine, sql: str) -> int:
@@ -306,11 +221,11 @@ def backlog(n: int, max_batch: int) -> dict:
         print(f"writing {n} DICOM files …", file=sys.stderr)
         messages = make_archive(root, n)
         sop_count = len({m["sop_uid"] for m in messages})
-        with namespace(base, root) as a:
+        with namespace(base, root, "bench") as a:
             produce(a, messages)
             print("(a) core loop …", file=sys.stderr)
             core = core_loop(a, n)
-        with namespace(base, root) as b:
+        with namespace(base, root, "bench") as b:
             produce(b, messages)
             print("(b) dagster-daemon …", file=sys.stderr)
             with dagster_daemon(b, Path(tmp)) as (home, storage):
@@ -348,7 +263,7 @@ def steady(rates: list[float], seconds: float) -> dict:
             messages = [m for _, _, m in synthetic_archive(root, "bench", n, seed=f"r{rate}")]
             workdir = Path(tmp) / f"r{rate}"
             workdir.mkdir()
-            with namespace(base, root) as s, dagster_daemon(s, workdir) as (home, storage):
+            with namespace(base, root, "bench") as s, dagster_daemon(s, workdir) as (home, storage):
                 time.sleep(8)  # the daemon's first sensor tick: measure steady state
                 print(f"steady {rate}/s for {seconds}s …", file=sys.stderr)
                 sent = produce(s, messages, rate=rate)

@@ -6,26 +6,21 @@ MariaDB database and storage root, so tests never see each other's data.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from wado_pipeline.resources.doris import DorisResource
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.sandbox import dagster_home as sandbox_dagster_home
+from wado_pipeline.sandbox import namespace
 from wado_pipeline.settings import Settings
 
 BASE = Settings.from_env()
-STORAGE_PARTITIONS = 3
 
 
 @pytest.fixture(scope="session")
@@ -35,51 +30,13 @@ def admin() -> Iterator[KafkaAdminClient]:
     client.close()
 
 
-def create_topics(admin: KafkaAdminClient, settings: Settings, partitions: int) -> None:
-    admin.create_topics(
-        [
-            NewTopic(settings.storage_topic, partitions, 1),
-            NewTopic(settings.state_topic, 1, 1),
-            NewTopic(settings.image_topic, 1, 1),
-            NewTopic(settings.dlq_topic, 1, 1, topic_configs={"max.message.bytes": "4194304"}),
-        ]
-    )
-
-
 @pytest.fixture
-def settings(admin: KafkaAdminClient, tmp_path: Path) -> Iterator[Settings]:
+def settings(tmp_path: Path) -> Iterator[Settings]:
     """Settings for one test: unique topics, schema, database, storage root."""
-    tag = "t_" + uuid.uuid4().hex[:10]
-    pg_url = BASE.postgres_url
-    doris_url = make_url(BASE.doris_url).set(database=tag).render_as_string(hide_password=False)
     root = tmp_path / "storage"
     root.mkdir()
-    s = dataclasses.replace(
-        BASE,
-        storage_topic=f"{tag}_storage",
-        state_topic=f"{tag}_state",
-        image_topic=f"{tag}_image",
-        dlq_topic=f"{tag}_dlq",
-        consumer_group=f"{tag}_group",
-        postgres_schema=tag,
-        doris_url=doris_url,
-        doris_flavor="mariadb",
-        storage_roots=(root,),
-        parse_workers=2,
-    )
-    create_topics(admin, s, STORAGE_PARTITIONS)
-    maria_admin = create_engine(BASE.doris_url, pool_pre_ping=True)
-    with maria_admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{tag}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    yield s
-    admin.delete_topics([s.storage_topic, s.state_topic, s.image_topic, s.dlq_topic])
-    with maria_admin.begin() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{tag}`"))
-    maria_admin.dispose()
-    pg = create_engine(pg_url, pool_pre_ping=True)
-    with pg.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE'))
-    pg.dispose()
+    with namespace(BASE, root, "t", parse_workers=2) as s:
+        yield s
 
 
 @pytest.fixture
@@ -152,24 +109,8 @@ def consume_all(bootstrap: str, topic: str, expected: int | None = None, timeout
     return out
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture
 def dagster_home(tmp_path, settings):
     """A DAGSTER_HOME with the project's dagster.yaml and its own storage database."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    db = "dagster_" + uuid.uuid4().hex[:8]
-    base = make_url(settings.postgres_url)
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    url = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(
-        hide_password=False
-    )
-    yield home, url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-    admin.dispose()
+    with sandbox_dagster_home(tmp_path, settings.postgres_url) as (home, url):
+        yield home, url

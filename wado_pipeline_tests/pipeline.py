@@ -65,11 +65,6 @@ def run_range(
     )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes ``Settings.from_env()`` return ``settings``."""
-    return settings.to_env()
-
-
 def job_from_env():
     """The ingest job built from the environment (target of ``reconstructable``)."""
     return build_definitions(Settings.from_env()).resolve_job_def(JOB_NAME)

@@ -7,11 +7,11 @@ import sys
 
 from dagster import instance_for_test
 
-from wado_pipeline_tests.pipeline import dump_tables, run_range, settings_env
+from wado_pipeline_tests.pipeline import dump_tables, run_range
 
 
 def cli(settings, *args, check=True):
-    env = {**os.environ, **settings_env(settings)}
+    env = {**os.environ, **settings.to_env()}
     env.pop("DAGSTER_HOME", None)
     return subprocess.run(
         [sys.executable, "-m", "wado_pipeline.cli", *args],

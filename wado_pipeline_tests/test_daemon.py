@@ -1,10 +1,6 @@
 """The real deployment: dagster-daemon with the sensor, queued runs, dagster-postgres
 storage. Messages are produced and rows arrive without anything called by hand."""
 
-import os
-import signal
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,11 +8,11 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
+from wado_pipeline.sandbox import dagster_process
 from wado_pipeline.sensors.kafka_offsets import PARTITION_TAG, RANGE_TAG
 from wado_pipeline_tests.pipeline import (
     encode,
     processes_mentioning,
-    settings_env,
     synthetic_messages,
     wait_until,
 )
@@ -30,27 +26,8 @@ def test_daemon_ingests_without_manual_steps(
 ):
     home, storage_url = dagster_home
     messages = synthetic_messages(storage_root, 1000)
-    env = {
-        **os.environ,
-        **settings_env(settings),
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_POSTGRES_URL": storage_url,
-    }
-    log = open(home / "daemon.log", "w")  # noqa: SIM115 - closed below
-    daemon = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "dagster-daemon"),
-            "run",
-            "-w",
-            str(ROOT / "workspace.yaml"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    daemon = dagster_process(["dagster-daemon", "run"], settings, home, storage_url)
+    with daemon:
         for p in range(3):
             produce(encode(messages[p::3]), partition=p)
         pg = create_engine(settings.postgres_url)
@@ -92,14 +69,6 @@ def test_daemon_ingests_without_manual_steps(
             assert sum(e - s for v in by_partition.values() for s, e in v) == 1000
         finally:
             instance.dispose()
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
-        log.close()
     # Code servers and run workers must end too: a run process that kept its header-
     # parsing pool alive would never exit (multiprocessing joins children on exit).
     wait_until(

@@ -27,7 +27,6 @@ from wado_pipeline_tests.pipeline import (
     expected_from_files,
     reconstructable_job,
     run_range,
-    settings_env,
     synthetic_messages,
     wait_until,
 )
@@ -93,7 +92,7 @@ def test_run_worker_killed_mid_batch_then_reexecuted(
     produce(encode(messages), partition=0)
     home = tmp_path / "home"
     home.mkdir()
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
     cfg = run_config_for(OffsetRange(settings.storage_topic, 0, 0, 400))
     worker = subprocess.Popen(
         [sys.executable, "-c", KILL_SCRIPT, str(home), json.dumps(cfg)], env=env, cwd=tmp_path
@@ -115,7 +114,7 @@ def test_run_worker_killed_mid_batch_then_reexecuted(
     # killed after the PostgreSQL write and before the offset commit: mid-batch
     assert committed(settings, 0) is None
 
-    for k, v in settings_env(settings).items():
+    for k, v in settings.to_env().items():
         monkeypatch.setenv(k, v)
     with DagsterInstance.from_config(str(home)) as instance:
         (killed,) = instance.get_runs()
@@ -185,7 +184,7 @@ def test_database_stopped_during_a_run(
 ):
     messages = synthetic_messages(storage_root, 30)
     produce([*encode(messages), b"not json"], partition=2)
-    for k, v in settings_env(settings).items():
+    for k, v in settings.to_env().items():
         monkeypatch.setenv(k, v)
     cfg = run_config_for(OffsetRange(settings.storage_topic, 2, 0, 31))
     job = reconstructable_job()
@@ -225,7 +224,7 @@ def test_reexecuting_every_finished_run_changes_nothing(
     batches = {p: synthetic_messages(storage_root, 25, seed=f"p{p}") for p in range(3)}
     for p, msgs in batches.items():
         produce([*encode(msgs), b"[]"], partition=p)
-    for k, v in settings_env(settings).items():
+    for k, v in settings.to_env().items():
         monkeypatch.setenv(k, v)
     job = reconstructable_job()
     with instance_for_test() as instance:

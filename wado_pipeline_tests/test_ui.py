@@ -3,22 +3,20 @@ GraphQL API and a headless Chromium check the asset graph, a sensor-launched run
 materialization metadata, freshness and asset checks. Screenshots are saved in
 test-artifacts/ and checked to be rendered pages, not blank ones."""
 
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
 from wado_pipeline.core import schema as S
+from wado_pipeline.sandbox import dagster_process
 from wado_pipeline_tests.pipeline import (
     encode,
     processes_mentioning,
-    settings_env,
     synthetic_messages,
     wait_until,
 )
@@ -37,32 +35,9 @@ def free_port() -> int:
 
 @pytest.fixture
 def dagster_dev(settings, dagster_home):
+    """`dagster dev` (webserver, daemon, code server) for this test; stopped like Ctrl-C."""
     home, storage_url = dagster_home
     port = free_port()
-    env = {
-        **os.environ,
-        **settings_env(settings),
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_POSTGRES_URL": storage_url,
-    }
-    log = open(home / "dev.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "dev",
-            "-w",
-            str(ROOT / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=home,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -71,23 +46,16 @@ def dagster_dev(settings, dagster_home):
         except requests.RequestException:
             return False
 
-    try:
+    command = ["dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]
+    with dagster_process(command, settings, home, storage_url, stop_signal=signal.SIGINT):
         wait_until(up, 120, "the Dagster webserver", interval=1)
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-        wait_until(
-            lambda: not processes_mentioning(str(home)),
-            60,
-            "dagster dev's processes to exit",
-            interval=2,
-        )
+    wait_until(
+        lambda: not processes_mentioning(str(home)),
+        60,
+        "dagster dev's processes to exit",
+        interval=2,
+    )
 
 
 def gql(url: str, query: str, **variables) -> dict:

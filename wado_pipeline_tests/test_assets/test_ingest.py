@@ -22,7 +22,6 @@ from wado_pipeline_tests.pipeline import (
     expected_from_files,
     reconstructable_job,
     run_range,
-    settings_env,
     synthetic_messages,
 )
 
@@ -166,7 +165,7 @@ def test_cjk_name_and_long_description_are_cut_with_warnings(settings, produce, 
 
 def test_reexecution_changes_nothing(settings, produce, storage_root, monkeypatch):
     produce([*encode(synthetic_messages(storage_root, 40)), b"junk"], partition=2)
-    for k, v in settings_env(settings).items():
+    for k, v in settings.to_env().items():
         monkeypatch.setenv(k, v)
     job = reconstructable_job()
     with instance_for_test() as instance:
@@ -188,7 +187,7 @@ def test_reexecute_from_failure_redoes_only_the_failed_write(
     settings, produce, storage_root, monkeypatch
 ):
     produce(encode(synthetic_messages(storage_root, 20)), partition=0)
-    env = settings_env(settings)
+    env = settings.to_env()
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     # Doris unreachable: a closed port on loopback
