@@ -187,3 +187,5 @@ INGEST_ERROR = Table(
 )
 
 PIPELINE_TABLES: tuple[Table, ...] = (OBJECT_META, STATE_META, IMAGE_META)
+ALL_TABLES: tuple[Table, ...] = (*PIPELINE_TABLES, INGEST_ERROR)
+TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in ALL_TABLES}

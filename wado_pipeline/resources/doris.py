@@ -13,7 +13,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
-from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateTable
@@ -21,11 +21,11 @@ from sqlalchemy.schema import CreateTable
 from wado_pipeline.core import schema as S
 from wado_pipeline.resources.retry import with_retries
 from wado_pipeline.resources.stream_load import LoadResult, StreamLoader, encode_rows, make_label
-from wado_pipeline.resources.tables import doris_ddl, sa_table
+from wado_pipeline.resources.tables import doris_ddl, sa_tables, sql_engine
 from wado_pipeline.resources.upserts import doris_insert_sql, mariadb_upsert
 
+SPECS = S.TABLES_BY_NAME
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError,)
-SPECS = {t.name: t for t in S.PIPELINE_TABLES}
 
 
 class DorisResource(ConfigurableResource):
@@ -43,24 +43,24 @@ class DorisResource(ConfigurableResource):
     http_url: str = "http://127.0.0.1:8030"
 
     _engine: Engine | None = PrivateAttr(default=None)
+    _ensured: bool = PrivateAttr(default=False)
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = create_engine(
-                self.url,
-                pool_pre_ping=True,
-                connect_args={"connect_timeout": 5, "charset": "utf8mb4"},
-                hide_parameters=True,
-            )
+            self._engine = sql_engine(self.url, charset="utf8mb4")
         return self._engine
 
     @property
     def tables(self):
-        md = MetaData()
-        return {t.name: sa_table(t, md) for t in S.PIPELINE_TABLES}
+        all_tables = sa_tables(None)
+        return {t.name: all_tables[t.name] for t in S.PIPELINE_TABLES}
 
     def ensure_tables(self) -> None:
+        """Create the tables if they do not exist (idempotent; once per run)."""
+        if self._ensured:
+            return
+
         def attempt() -> None:
             with self.engine.begin() as conn:
                 if self.flavor == "doris":
@@ -73,6 +73,7 @@ class DorisResource(ConfigurableResource):
                         conn.execute(CreateTable(t, if_not_exists=True))
 
         with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="Doris DDL")
+        self._ensured = True
 
     def write_batch(self, rows_by_table: dict[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
         tables = self.tables

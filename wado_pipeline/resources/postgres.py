@@ -8,12 +8,12 @@ from typing import Any
 from dagster import ConfigurableResource
 from psycopg2.extras import execute_values
 from pydantic import PrivateAttr
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from wado_pipeline.core import schema as S
 from wado_pipeline.resources.retry import with_retries
-from wado_pipeline.resources.tables import sa_tables
+from wado_pipeline.resources.tables import sa_tables, sql_engine
 from wado_pipeline.resources.upserts import postgres_upsert
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError,)
@@ -46,16 +46,12 @@ class PostgresResource(ConfigurableResource):
     schema_name: str = "public"
 
     _engine: Engine | None = PrivateAttr(default=None)
+    _ensured: bool = PrivateAttr(default=False)
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = create_engine(
-                self.url,
-                pool_pre_ping=True,
-                connect_args={"connect_timeout": 5},
-                hide_parameters=True,  # errors must not echo patient data
-            )
+            self._engine = sql_engine(self.url)
         return self._engine
 
     @property
@@ -63,7 +59,9 @@ class PostgresResource(ConfigurableResource):
         return sa_tables(self.schema_name)
 
     def ensure_tables(self) -> None:
-        """Create the schema and tables if they do not exist (idempotent)."""
+        """Create the schema and tables if they do not exist (idempotent; once per run)."""
+        if self._ensured:
+            return
 
         def attempt() -> None:
             with self.engine.begin() as conn:
@@ -75,18 +73,18 @@ class PostgresResource(ConfigurableResource):
                     t.create(conn, checkfirst=True)
 
         with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="PostgreSQL DDL")
+        self._ensured = True
 
     def write_batch(self, rows_by_table: dict[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
         """Upsert rows of several tables in one transaction (all or nothing)."""
         tables = self.tables
-        specs = {t.name: t for t in (*S.PIPELINE_TABLES, S.INGEST_ERROR)}
 
         def attempt() -> dict[str, int]:
             with self.engine.begin() as conn:
                 for name, rows in rows_by_table.items():
                     if rows:
                         execute_values_upsert(
-                            conn, postgres_upsert(specs[name], tables[name]), rows
+                            conn, postgres_upsert(S.TABLES_BY_NAME[name], tables[name]), rows
                         )
             return {name: len(rows) for name, rows in rows_by_table.items()}
 

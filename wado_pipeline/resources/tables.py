@@ -7,11 +7,14 @@ sequence column, buckets) and no TIME column type.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from sqlalchemy import (
     BigInteger,
     Column,
     Date,
     DateTime,
+    Engine,
     Float,
     Integer,
     MetaData,
@@ -20,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     Time,
+    create_engine,
 )
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.schema import CreateTable
@@ -27,7 +31,7 @@ from sqlalchemy.types import TypeEngine
 
 from wado_pipeline.core import schema as S
 
-ALL_TABLES: tuple[S.Table, ...] = (*S.PIPELINE_TABLES, S.INGEST_ERROR)
+ALL_TABLES = S.ALL_TABLES
 
 
 def _sa_type(col: S.Column) -> TypeEngine:
@@ -67,9 +71,22 @@ def sa_table(table: S.Table, metadata: MetaData, schema: str | None = None) -> T
     )
 
 
+@lru_cache(maxsize=32)
 def sa_tables(schema: str | None = None) -> dict[str, Table]:
+    """The SQLAlchemy tables in ``schema`` (built once per schema and process)."""
     md = MetaData()
     return {t.name: sa_table(t, md, schema) for t in ALL_TABLES}
+
+
+def sql_engine(url: str, **connect_args) -> Engine:
+    """An engine for our writes: liveness-checked pool, bounded connect, and errors
+    that never echo parameters (they would carry patient data)."""
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, **connect_args},
+        hide_parameters=True,
+    )
 
 
 def sql_ddl(dialect: str) -> str:
