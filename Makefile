@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DAGSTER_STORAGE_DEFAULT := postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster?sslmode=disable
 export DAGSTER_POSTGRES_URL ?= $(DAGSTER_STORAGE_DEFAULT)
 
-.PHONY: install up down status test lint format dev validate demo browser
+.PHONY: install up down status test test-busy lint format dev validate demo browser
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ status:
 
 test: up browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The suite three times in a row with every core kept busy (CI machines are shared).
+test-busy: up browser
+	bash stack/busy-test.sh 3
 
 # Debian's Chromium, for the UI screenshots of wado_pipeline_tests/test_ui.py.
 browser:

@@ -1,6 +1,7 @@
 """Readiness check and topic creation for the local Kafka broker (used by stack/up.sh).
 
-Topic names come from wado_pipeline.settings, the one place that defines them.
+Topics and their configuration come from wado_pipeline.settings.topic_specs, the one
+place that defines them.
 """
 
 from __future__ import annotations
@@ -8,12 +9,9 @@ from __future__ import annotations
 import sys
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
-from wado_pipeline.settings import Settings
-
-STORAGE_PARTITIONS = 3
+from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.settings import Settings, topic_specs
 
 
 def admin(settings: Settings) -> KafkaAdminClient:
@@ -32,21 +30,9 @@ def main(command: str) -> int:
             client.describe_cluster()
             return 0
         if command == "create-topics":
-            wanted = {
-                settings.storage_topic: STORAGE_PARTITIONS,
-                settings.state_topic: 1,
-                settings.image_topic: 1,
-                settings.dlq_topic: 1,
-            }
-            existing = set(client.list_topics())
-            for name, partitions in wanted.items():
-                if name in existing:
-                    continue
-                try:
-                    client.create_topics([NewTopic(name, partitions, 1)])
-                    print(f"[stack] created topic {name} ({partitions} partitions)")
-                except TopicAlreadyExistsError:
-                    pass
+            kafka = KafkaResource(bootstrap=settings.kafka_bootstrap)
+            for line in kafka.ensure_topics(topic_specs(settings)):
+                print(f"[stack] {line}")
             return 0
         if command == "describe":
             for name in sorted(t for t in client.list_topics() if not t.startswith("__")):

@@ -123,7 +123,7 @@ def core_loop(s: Settings, n: int) -> dict:
             t = time.perf_counter()
             doris.write_batch(rows)
             stages["doris_s"] += time.perf_counter() - t
-            kafka.commit(s.consumer_group, s.storage_topic, o.partition, end)
+            kafka.commit_processed(s.consumer_group, s.storage_topic, o.partition, start, end)
             batches += 1
     elapsed = time.perf_counter() - t0
     shutdown_pool()

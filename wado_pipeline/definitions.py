@@ -64,6 +64,7 @@ def build_resources(settings: Settings, env_secrets: bool = True) -> dict:
             batch_messages=settings.batch_messages,
             batch_wait_seconds=settings.batch_wait_seconds,
             max_batch_messages=settings.max_batch_messages,
+            run_stale_seconds=settings.run_stale_seconds,
         ),
     }
 
@@ -79,7 +80,7 @@ def build_definitions(settings: Settings) -> Definitions:
     keys = asset_keys(settings)
     return Definitions(
         assets=[storage, ingest_batch],
-        asset_checks=[*build_storage_checks(keys["storage"]), *build_batch_checks(keys)],
+        asset_checks=[*build_storage_checks(keys["storage"], JOB_NAME), *build_batch_checks(keys)],
         jobs=[job],
         sensors=[build_kafka_sensor(job, keys["storage"])],
         resources=build_resources(settings),

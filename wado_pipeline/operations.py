@@ -17,8 +17,9 @@ from pathlib import Path
 import pydicom
 from kafka import KafkaProducer
 
+from wado_pipeline.core import dead_letter as dl
 from wado_pipeline.core.batching import Cursor
-from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.resources.kafka import MAX_REQUEST_BYTES, KafkaResource
 from wado_pipeline.settings import Settings
 from wado_pipeline.synthetic import store_message, synthetic_archive
 
@@ -196,9 +197,10 @@ def dead_letters(settings: Settings, limit: int = 50) -> list[DeadLetter]:
             out.append(
                 DeadLetter(
                     rec.offset,
-                    h.get("wado.reason", "?"),
-                    h.get("wado.detail", ""),
-                    f"{h.get('wado.topic')}[{h.get('wado.partition')}]@{h.get('wado.offset')}",
+                    h.get(dl.HEADER_REASON, "?"),
+                    h.get(dl.HEADER_DETAIL, ""),
+                    f"{h.get(dl.HEADER_TOPIC)}[{h.get(dl.HEADER_PARTITION)}]"
+                    f"@{h.get(dl.HEADER_OFFSET)}",
                     len(rec.value or b""),
                 )
             )
@@ -221,8 +223,13 @@ def requeue(settings: Settings, dlq_offset: int) -> tuple[int, int]:
         consumer.close()
     if record is None:
         raise LookupError(f"no dead letter at offset {dlq_offset} of {settings.dlq_topic}")
+    if any(k == dl.HEADER_TRUNCATED_FROM for k, _ in record.headers):
+        raise LookupError(
+            f"dead letter {dlq_offset} was cut to fit {settings.dlq_topic}; its full value "
+            "is in dicom_ingest_error (payload, payload_encoding) under the same source offset"
+        )
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=4 * 1024 * 1024
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=MAX_REQUEST_BYTES
     )
     try:
         meta = producer.send(

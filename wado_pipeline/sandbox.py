@@ -20,15 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from wado_pipeline.settings import Settings
+from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.settings import Settings, topic_specs
 
 PROJECT = Path(__file__).resolve().parents[1]
-STORAGE_PARTITIONS = 3
-DLQ_MAX_MESSAGE_BYTES = "4194304"
 
 
 @contextmanager
@@ -48,15 +46,9 @@ def namespace(base: Settings, root: Path, prefix: str, **overrides) -> Iterator[
         storage_roots=(root,),
         **overrides,
     )
+    # The production topic definition, under this namespace's names.
+    KafkaResource(bootstrap=base.kafka_bootstrap).ensure_topics(topic_specs(s))
     admin = KafkaAdminClient(bootstrap_servers=base.kafka_bootstrap, request_timeout_ms=10000)
-    admin.create_topics(
-        [
-            NewTopic(s.storage_topic, STORAGE_PARTITIONS, 1),
-            NewTopic(s.state_topic, 1, 1),
-            NewTopic(s.image_topic, 1, 1),
-            NewTopic(s.dlq_topic, 1, 1, topic_configs={"max.message.bytes": DLQ_MAX_MESSAGE_BYTES}),
-        ]
-    )
     maria = create_engine(base.doris_url, pool_pre_ping=True)
     with maria.begin() as conn:
         conn.execute(text(f"CREATE DATABASE `{tag}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))

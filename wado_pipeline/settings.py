@@ -42,6 +42,63 @@ def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 DEFAULT_STORAGE_ROOT = "/var/lib/wado/storage"
 
+# Topic configuration: the one definition used by `make up`, the test sandbox, the
+# docker-compose file (checked by a test) and the README.
+STORAGE_PARTITIONS = 3
+# Kafka's own default for message.max.bytes (1 MiB + 12): what a site's storage topic has.
+STORAGE_MAX_MESSAGE_BYTES = 1_048_588
+# A dead letter is the original value plus the wado.* headers and a key: the dead-letter
+# topic allows the storage limit plus this much, so whatever the storage topic accepted
+# fits again as a dead letter.
+DLQ_HEADER_ROOM_BYTES = 64 * 1024
+DLQ_MAX_MESSAGE_BYTES = STORAGE_MAX_MESSAGE_BYTES + DLQ_HEADER_ROOM_BYTES
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as the pipeline expects it to exist."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str]
+    purpose: str
+
+
+def topic_specs(settings: Settings) -> tuple[TopicSpec, ...]:
+    """Every topic of the pipeline with its partitions and configuration."""
+    return (
+        TopicSpec(
+            settings.storage_topic,
+            STORAGE_PARTITIONS,
+            {
+                "max.message.bytes": str(STORAGE_MAX_MESSAGE_BYTES),
+                # the window in which any batch can be re-executed from Kafka
+                "retention.ms": str(7 * DAY_MS),
+            },
+            "store messages from the receiver (input)",
+        ),
+        TopicSpec(settings.state_topic, 1, {}, "series-level records (output)"),
+        TopicSpec(settings.image_topic, 1, {}, "instance-level records (output)"),
+        TopicSpec(
+            settings.dlq_topic,
+            1,
+            {
+                "max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES),
+                "retention.ms": str(30 * DAY_MS),
+            },
+            "rejected store messages with their reason (dead letters)",
+        ),
+    )
+
+
+def max_record_bytes(settings: Settings) -> int:
+    """The largest record any pipeline topic accepts (the producer's request limit)."""
+    return max(
+        int(t.configs.get("max.message.bytes", STORAGE_MAX_MESSAGE_BYTES))
+        for t in topic_specs(settings)
+    )
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -76,6 +133,7 @@ class Settings:
     freshness_fail_seconds: int = field(metadata={"env": "WADO_FRESHNESS_FAIL_SECONDS"})
     doris_buckets: int = field(metadata={"env": "WADO_DORIS_BUCKETS"})
     doris_replication_num: int = field(metadata={"env": "WADO_DORIS_REPLICATION_NUM"})
+    run_stale_seconds: float = field(metadata={"env": "WADO_RUN_STALE_SECONDS"})
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -105,6 +163,7 @@ class Settings:
             freshness_fail_seconds=_env_int("WADO_FRESHNESS_FAIL_SECONDS", 900),
             doris_buckets=_env_int("WADO_DORIS_BUCKETS", 8),
             doris_replication_num=_env_int("WADO_DORIS_REPLICATION_NUM", 1),
+            run_stale_seconds=_env_float("WADO_RUN_STALE_SECONDS", 90.0),
         )
 
     def env_names(self) -> list[str]:

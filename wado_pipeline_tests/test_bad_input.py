@@ -1,6 +1,7 @@
 """The bad-input corpus: every kind of broken message ends in the dead-letter topic and
 the error table with its reason, while the rest of its batch is written."""
 
+import base64
 import json
 import os
 
@@ -34,7 +35,8 @@ def build_corpus(root, outside):
     cases = []
 
     def add(value, reason):
-        cases.append((value if isinstance(value, bytes) else json.dumps(value).encode(), reason))
+        raw = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
+        cases.append((raw, reason))
 
     good = _file(root)[2]
     add(good, None)
@@ -80,6 +82,13 @@ def build_corpus(root, outside):
     add(m_sql, None)
     # close to the broker's 1 MiB message limit, with a huge field value
     add(dict(good, accession_number="A" * 1_000_000), "too_long")
+    # at the broker's edge (the exact-limit message: test_broker_edge.py)
+    add(None, "bad_json")  # a null value (tombstone)
+    add(b'{"trace_id": "\xff\xfe caf\xe9"}', "bad_json")  # not UTF-8
+    add(b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "bad_json")  # nested 10,000 levels
+    add(dict(good, file_size=2**64), "bad_value")  # too large for int64
+    text_good = json.dumps(good)
+    add((text_good[:-1] + ', "tenant_id": "T2"}').encode(), "duplicate_field")
     return cases
 
 
@@ -88,8 +97,8 @@ def test_bad_input_corpus(settings, produce, storage_root, tmp_path):
     outside.mkdir()
     cases = build_corpus(storage_root, outside)
     bad_kinds = [reason for _, reason in cases if reason]
-    assert len(bad_kinds) >= 15 and len(set(bad_kinds)) >= 13
-    produce([v for v, _ in cases], partition=0)
+    assert len(bad_kinds) >= 20 and len(set(bad_kinds)) >= 14
+    produce([v for v, _ in cases], partition=0, key=b"corpus")  # a key allows a null value
     n = len(cases)
     with instance_for_test() as instance:
         result = run_range(settings, instance, 0, 0, n)
@@ -136,4 +145,21 @@ def test_bad_input_corpus(settings, produce, storage_root, tmp_path):
             )
         ).scalar_one()
     assert len(stored) > 900_000  # the huge message is kept, not dropped
+    # every stored payload is the original value, byte for byte (base64 where not text)
+    with create_engine(settings.postgres_url).connect() as conn:
+        rows = conn.execute(
+            text(
+                f'SELECT "offset", payload, payload_encoding FROM '
+                f'"{settings.postgres_schema}".dicom_ingest_error'
+            )
+        ).all()
+    for offset, payload, encoding in rows:
+        original = cases[offset][0]
+        if original is None:
+            assert payload is None and encoding is None
+        elif encoding == "base64":
+            assert base64.b64decode(payload) == original
+        else:
+            assert encoding == "utf-8" and payload.encode() == original
+    assert "base64" in {r[2] for r in rows}
     assert os.path.islink(storage_root / "T1" / "escape.dcm")

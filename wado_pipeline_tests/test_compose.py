@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from wado_pipeline.settings import Settings
+from wado_pipeline.settings import Settings, topic_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,18 +48,37 @@ def test_pipeline_environment_uses_only_known_settings():
     assert "+psycopg2" in env["DAGSTER_POSTGRES_URL"]
 
 
-def test_topics_match_the_settings_defaults():
+def test_topics_match_the_one_topic_definition():
+    """Compose creates the topics exactly as settings.topic_specs defines them."""
     script = compose()["services"]["kafka-topics"]["command"][0]
-    topics = dict(re.findall(r"(\w+):(\d)", script.split("do")[0]))
+    found = {}
+    for name, parts, cfg in re.findall(r"^\s*topic (\S+) (\d+)(?: (\S+))?$", script, re.M):
+        configs = dict(kv.split("=", 1) for kv in cfg.split(",")) if cfg else {}
+        found[name] = (int(parts), configs)
     env = compose()["services"]["pipeline"]["environment"]
-    assert topics == {
-        env["WADO_STORAGE_TOPIC"]: "3",
-        env["WADO_STATE_TOPIC"]: "1",
-        env["WADO_IMAGE_TOPIC"]: "1",
-        env["WADO_DLQ_TOPIC"]: "1",
-    }
+    defaults = Settings.from_env()
+    names = dataclasses.replace(
+        defaults,
+        storage_topic=env["WADO_STORAGE_TOPIC"],
+        state_topic=env["WADO_STATE_TOPIC"],
+        image_topic=env["WADO_IMAGE_TOPIC"],
+        dlq_topic=env["WADO_DLQ_TOPIC"],
+    )
+    assert found == {t.name: (t.partitions, t.configs) for t in topic_specs(names)}
+    assert len(found) == 4
 
 
 def test_doris_tables_come_from_print_ddl():
     command = compose()["services"]["doris-init"]["command"][0]
     assert "wado-pipeline init-db --print-ddl doris" in command
+
+
+def test_readme_topics_table_matches_the_definition():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Topics", 1)[1].split("## Configuration", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (\d+) \| ([^|]+) \|", section, re.M)
+    found = {}
+    for name, parts, cfg in rows:
+        configs = dict(re.findall(r"`([\w.]+)=(\d+)`", cfg))
+        found[name] = (int(parts), configs)
+    assert found == {t.name: (t.partitions, t.configs) for t in topic_specs(Settings.from_env())}

@@ -14,6 +14,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
+    RunsFilter,
     asset_check,
     multi_asset_check,
 )
@@ -21,13 +22,23 @@ from sqlalchemy import select
 
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.message import parse_store_message
+from wado_pipeline.core.progress import PartitionProgress, subtract
 from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.resources import queries
 from wado_pipeline.resources.doris import DorisResource
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
-from wado_pipeline.sensors.kafka_offsets import LOST_CHECK, range_from_run_config
+from wado_pipeline.sensors.kafka_offsets import (
+    IN_FLIGHT,
+    LOST_CHECK,
+    PARTITION_TAG,
+    UNPROCESSED_CHECK,
+    failed_runs_by_range,
+    partition_tag,
+    range_from_run_config,
+    run_range,
+)
 
 KEYS_PRESENT = "batch_keys_present"
 NO_NULL_KEYS = "no_null_keys"
@@ -35,7 +46,7 @@ NO_DUPLICATES = "no_duplicate_keys"
 REJECTS = "batch_rejects"
 
 
-def build_storage_checks(storage_key: AssetKey):
+def build_storage_checks(storage_key: AssetKey, job_name: str):
     @asset_check(
         asset=storage_key,
         name=LOST_CHECK,
@@ -62,7 +73,55 @@ def build_storage_checks(storage_key: AssetKey):
             metadata={"lost_ranges": lost or "none"},
         )
 
-    return [no_offsets_lost]
+    @asset_check(
+        asset=storage_key,
+        name=UNPROCESSED_CHECK,
+        description=(
+            "Fails while a range of the storage topic was handed to a run and is neither "
+            "processed nor in flight (its run failed and retries are spent, or its worker "
+            "died); names the range and the failed run. The consumer group's offset stays "
+            "below such a range, so Kafka tools show the lag. The sensor reports changes "
+            "as they happen and relaunches the range with backoff; run by hand, this "
+            "compares recent failed runs with the group's progress."
+        ),
+    )
+    def no_failed_batches(
+        context: AssetCheckExecutionContext, kafka: KafkaResource, ingest: IngestSettings
+    ) -> AssetCheckResult:
+        topic = ingest.storage_topic
+        offsets = kafka.partition_offsets(topic) or []
+        progress = kafka.group_progress(
+            ingest.consumer_group, topic, [o.partition for o in offsets]
+        )
+        instance = context.instance
+        unprocessed = {}
+        for o in offsets:
+            ptag = partition_tag(topic, o.partition)
+            done = progress.get(o.partition, PartitionProgress(o.beginning))
+            inflight = instance.get_runs(
+                RunsFilter(job_name=job_name, statuses=IN_FLIGHT, tags={PARTITION_TAG: ptag})
+            )
+            covered = [r for r in (run_range(x) for x in inflight) if r is not None]
+            for (start, end), run_id in failed_runs_by_range(instance, job_name, ptag).items():
+                gaps = [
+                    (max(s, start), min(e, end))
+                    for s, e in subtract(done.unprocessed(upto=end), covered)
+                    if s < end and start < e
+                ]
+                for s, e in gaps:
+                    unprocessed[f"{o.partition}:{s}-{e}"] = run_id
+        return AssetCheckResult(
+            passed=not unprocessed,
+            severity=AssetCheckSeverity.ERROR,
+            description="\n".join(
+                f"{topic}[{k.split(':')[0]}] offsets {k.split(':')[1]} unprocessed (failed run {v})"
+                for k, v in sorted(unprocessed.items())
+            )
+            or "every range of a failed run was processed since",
+            metadata={"unprocessed_ranges": sorted(unprocessed) or "none"},
+        )
+
+    return [no_offsets_lost, no_failed_batches]
 
 
 def _expected_keys(records, rejected: set[int]) -> dict[str, list[tuple]]:

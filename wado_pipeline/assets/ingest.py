@@ -41,6 +41,7 @@ from dagster import (
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batch import GroupedBatch, group
 from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.dead_letter import dead_letter, payload_for_table
 from wado_pipeline.core.parallel import process_records, shutdown_pool
 from wado_pipeline.core.wire import encode_row, image_key, state_key
 from wado_pipeline.resources.doris import DorisResource
@@ -50,7 +51,6 @@ from wado_pipeline.resources.postgres import PostgresResource
 from wado_pipeline.settings import Settings
 
 GROUP = "ingest"
-PAYLOAD_TEXT_LIMIT = 1_000_000
 
 
 class BatchConfig(Config):
@@ -271,13 +271,6 @@ def write_doris(context: OpExecutionContext, batch: Batch, doris: DorisResource)
     yield from _write_outputs(batch, counts, round(time.perf_counter() - t0, 4))
 
 
-def _payload_text(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    text = value[:PAYLOAD_TEXT_LIMIT].decode("utf-8", errors="replace")
-    return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
-
-
 @op(out={"dlq": Out(Nothing), "errors": Out(Nothing)})
 def write_rejects(
     context: OpExecutionContext,
@@ -287,47 +280,37 @@ def write_rejects(
     ingest: IngestSettings,
 ):
     """Rejected messages: the original value to the dead-letter topic (reason, source
-    partition and offset in headers) and a row in ``dicom_ingest_error``."""
+    partition and offset in headers) and a row in ``dicom_ingest_error`` that keeps the
+    full original value, even when the dead letter had to be cut to fit its topic."""
     g, rng = batch.grouped, batch.range
-    n = kafka.publish(
-        ingest.dlq_topic,
-        [
-            OutgoingMessage(
-                key=f"{rng.topic}:{r.partition}:{r.offset}".encode(),
-                value=r.payload,
-                headers=(
-                    ("wado.reason", str(r.reason).encode()),
-                    ("wado.detail", r.detail.encode()),
-                    ("wado.topic", rng.topic.encode()),
-                    ("wado.partition", str(r.partition).encode()),
-                    ("wado.offset", str(r.offset).encode()),
-                    ("wado.run_id", context.run_id.encode()),
-                ),
-            )
-            for r in g.rejections
-        ],
-    )
+    letters = [dead_letter(r, rng.topic, context.run_id) for r in g.rejections]
+    n, cut = kafka.publish_dead_letters(ingest.dlq_topic, letters)
+    if cut:
+        context.log.warning(f"{cut} dead letter(s) cut to fit {ingest.dlq_topic}")
     now = datetime.now().replace(tzinfo=None)
-    rows = [
-        {
-            "topic": rng.topic,
-            "partition": r.partition,
-            "offset": r.offset,
-            "reason": str(r.reason),
-            "detail": r.detail,
-            "trace_id": r.trace_id,
-            "run_id": context.run_id,
-            "payload": _payload_text(r.payload),
-            "created_time": now,
-        }
-        for r in g.rejections
-    ]
+    rows = []
+    for r in g.rejections:
+        payload, encoding = payload_for_table(r.payload)
+        rows.append(
+            {
+                "topic": rng.topic,
+                "partition": r.partition,
+                "offset": r.offset,
+                "reason": str(r.reason),
+                "detail": r.detail,
+                "trace_id": r.trace_id,
+                "run_id": context.run_id,
+                "payload": payload,
+                "payload_encoding": encoding,
+                "created_time": now,
+            }
+        )
     if rows:
         postgres.ensure_tables()
         postgres.write_batch({S.INGEST_ERROR.name: rows})
     by_reason = dict(Counter(str(r.reason) for r in g.rejections))
     meta = {"rejected": n, "rejects_by_reason": MetadataValue.json(by_reason)}
-    yield Output(None, "dlq", metadata=meta)
+    yield Output(None, "dlq", metadata={**meta, "dead_letters_cut": cut})
     yield Output(None, "errors", metadata=meta)
 
 
@@ -343,12 +326,18 @@ def write_rejects(
 def commit_offsets(
     context: OpExecutionContext, batch: Batch, kafka: KafkaResource, ingest: IngestSettings
 ):
-    """After every write succeeded: move the consumer group to the batch's end."""
+    """After every write succeeded: record the range as processed. The group's offset
+    moves only over a contiguous prefix of processed ranges (``core.progress``), so a
+    failed earlier batch holds it and Kafka tools show the lag."""
     rng = batch.range
-    moved = kafka.commit(ingest.consumer_group, rng.topic, rng.partition, rng.end)
+    progress = kafka.commit_processed(
+        ingest.consumer_group, rng.topic, rng.partition, rng.start, rng.end
+    )
+    held = progress.committed < rng.end
     context.log.info(
-        f"group {ingest.consumer_group} {'committed' if moved else 'already at or past'} "
-        f"{rng.topic}[{rng.partition}]={rng.end}; stage times {batch.timings}"
+        f"group {ingest.consumer_group} at {rng.topic}[{rng.partition}]={progress.committed}"
+        + (f" (held by unprocessed offsets below {rng.start})" if held else "")
+        + f"; stage times {batch.timings}"
     )
     yield Output(
         None,
@@ -362,8 +351,8 @@ def commit_offsets(
             ),
             "topic": rng.topic,
             "partition": rng.partition,
-            "committed_offset": rng.end,
-            "moved": moved,
+            "committed_offset": progress.committed,
+            "held_below_range": held,
             **{k: v for k, v in batch.timings.items()},
         },
     )

@@ -42,29 +42,67 @@ class OffsetRange:
 
 
 @dataclass
+class Hole:
+    """Offsets handed to runs that are neither processed nor covered by a run in flight:
+    their run failed (retries exhausted), was ended as a ghost, or vanished."""
+
+    start: int
+    end: int
+    first_seen_ms: int
+    attempts: int = 0  # relaunches requested so far
+    last_launch_ms: int | None = None
+
+
+# Relaunch schedule of a hole: the first after RELAUNCH_GRACE_MS (time for Dagster's own
+# run retry to appear and cover it), then doubling up to RELAUNCH_MAX_DELAY_MS: an outage
+# is retried about once a minute, never hammered, and heals within a minute of recovery.
+RELAUNCH_GRACE_MS = 20_000
+RELAUNCH_MAX_DELAY_MS = 60_000
+
+
+def relaunch_delay_ms(attempts: int) -> int:
+    return min(RELAUNCH_MAX_DELAY_MS, RELAUNCH_GRACE_MS * 2**attempts)
+
+
+@dataclass
 class PartitionState:
     next: int  # first offset not yet handed to a run
     last_size: int = 0  # size of the latest batch while in backlog (0: caught up)
     oldest_ts: int | None = None  # broker timestamp (ms) of the message at ts_offset
     ts_offset: int | None = None
+    holes: list[Hole] = field(default_factory=list)
 
 
 @dataclass
 class Cursor:
     topic: str
     partitions: dict[int, PartitionState] = field(default_factory=dict)
+    # What the unprocessed-ranges check last reported (None: nothing yet), so the sensor
+    # stores a check evaluation only when the answer changes, not on every tick.
+    reported: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "v": 1,
                 "topic": self.topic,
+                "reported": self.reported,
                 "partitions": {
                     str(p): {
                         "next": s.next,
                         "last_size": s.last_size,
                         "oldest_ts": s.oldest_ts,
                         "ts_offset": s.ts_offset,
+                        **(
+                            {
+                                "holes": [
+                                    [h.start, h.end, h.first_seen_ms, h.attempts, h.last_launch_ms]
+                                    for h in s.holes
+                                ]
+                            }
+                            if s.holes
+                            else {}
+                        ),
                     }
                     for p, s in sorted(self.partitions.items())
                 },
@@ -88,9 +126,11 @@ class Cursor:
                     last_size=s.get("last_size", 0),
                     oldest_ts=s.get("oldest_ts"),
                     ts_offset=s.get("ts_offset"),
+                    holes=[Hole(*h) for h in s.get("holes", [])],
                 )
                 for p, s in obj.get("partitions", {}).items()
             },
+            obj.get("reported"),
         )
 
 
@@ -163,3 +203,40 @@ def plan_batches(
         if pending == 0:
             state.last_size = 0
     return plan
+
+
+def track_holes(previous: list[Hole], gaps: list[tuple[int, int]], now_ms: int) -> list[Hole]:
+    """The holes of a partition now: ``gaps`` (unprocessed, nothing in flight), each
+    carrying over the history of the previous holes it overlaps."""
+    out = []
+    for start, end in gaps:
+        old = [h for h in previous if h.start < end and start < h.end]
+        out.append(
+            Hole(
+                start,
+                end,
+                min((h.first_seen_ms for h in old), default=now_ms),
+                max((h.attempts for h in old), default=0),
+                max((h.last_launch_ms for h in old if h.last_launch_ms), default=None),
+            )
+        )
+    return out
+
+
+def due_relaunches(holes: list[Hole], now_ms: int, max_size: int, allowed: int) -> list[Hole]:
+    """Holes whose relaunch is due now (marked as launched): at most ``allowed`` runs,
+    each at most ``max_size`` offsets long (a longer hole is relaunched in pieces)."""
+    due = []
+    for h in holes:
+        if len(due) >= allowed:
+            break
+        since = h.last_launch_ms if h.last_launch_ms is not None else h.first_seen_ms
+        wait = relaunch_delay_ms(h.attempts) if h.last_launch_ms is not None else RELAUNCH_GRACE_MS
+        if now_ms - since < wait:
+            continue
+        h.attempts += 1
+        h.last_launch_ms = now_ms
+        due.append(
+            Hole(h.start, min(h.end, h.start + max_size), h.first_seen_ms, h.attempts, now_ms)
+        )
+    return due

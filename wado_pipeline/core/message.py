@@ -40,6 +40,17 @@ _STRING_FIELDS: dict[str, int] = {
 # Non-empty: the pipeline cannot key or locate anything without them.
 _NON_EMPTY = ("trace_id", "tenant_id", "study_uid", "series_uid", "sop_uid", "file_path")
 
+_KNOWN_FIELDS = frozenset(
+    [
+        *_STRING_FIELDS,
+        "file_size",
+        "number_of_frames",
+        "created_time",
+        "study_date",
+        "transfer_status",
+    ]
+)
+
 _DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
 _DATE_DASHED = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 _DATE_PLAIN = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
@@ -118,14 +129,37 @@ def _integer(obj: dict[str, Any], name: str, maximum: int) -> int:
     return value
 
 
+class _DuplicateField(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a field given twice are ambiguous (parsers keep the first or
+    the last): reject rather than guess which one the receiver meant."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateField(k)
+            seen.add(k)
+    return obj
+
+
 def parse_store_message(value: bytes | None) -> StoreMessage:
     """Parse one Kafka message value; raise ``Rejected`` when it is unusable."""
     if value is None:
         raise Rejected(Reason.BAD_JSON, "message has no value (tombstone)")
     try:
-        obj = json.loads(value)
+        obj = json.loads(value, object_pairs_hook=_unique_fields)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise Rejected(Reason.BAD_JSON, f"not valid JSON: {type(exc).__name__}") from None
+    except _DuplicateField as exc:
+        # Field names of a well-formed message are known; a foreign one is not echoed.
+        name = exc.name if exc.name in _KNOWN_FIELDS else "(unknown field)"
+        raise Rejected(Reason.DUPLICATE_FIELD, f"field {name} appears twice") from None
     if not isinstance(obj, dict):
         raise Rejected(Reason.NOT_OBJECT, f"JSON {type(obj).__name__}, expected an object")
 

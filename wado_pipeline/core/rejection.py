@@ -14,6 +14,7 @@ from enum import StrEnum
 class Reason(StrEnum):
     # the store message itself
     BAD_JSON = "bad_json"
+    DUPLICATE_FIELD = "duplicate_field"
     NOT_OBJECT = "not_object"
     MISSING_FIELD = "missing_field"
     BAD_TYPE = "bad_type"

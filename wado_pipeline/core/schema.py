@@ -180,6 +180,7 @@ INGEST_ERROR = Table(
         _v("trace_id", 64),
         _v("run_id", 64),
         Column("payload", "text"),
+        _v("payload_encoding", 16),  # utf-8, or base64 for values that are not UTF-8 text
         _req("created_time", "datetime"),
     ),
     key=("topic", "partition", "offset"),

@@ -21,6 +21,8 @@ class IngestSettings(ConfigurableResource):
     batch_wait_seconds: float = 5.0
     max_batch_messages: int = 2000
     max_inflight_per_partition: int = 3
+    # A STARTED run that stored no event for this long has lost its worker (see sensor).
+    run_stale_seconds: float = 90.0
 
     @property
     def roots(self) -> tuple[Path, ...]:

@@ -7,21 +7,39 @@ durably written, so standard Kafka tools show the true lag.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dagster import ConfigurableResource
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 from pydantic import PrivateAttr
 
 from wado_pipeline.core.batch import SourceRecord
+from wado_pipeline.core.dead_letter import DeadLetter
+from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.resources.retry import with_retries
+from wado_pipeline.settings import DLQ_MAX_MESSAGE_BYTES, TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+class RecordTooLarge(Exception):
+    """A record is over a topic's or the producer's size limit (never transient)."""
+
 
 # Transient: the broker is unreachable or slow. Retried inside a run, then the run fails.
 TRANSIENT_KAFKA_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError)
+# What one fetch may return per partition: any record the pipeline's topics accept.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# The producer's request limit: the largest record of any pipeline topic, with room for
+# the record batch's own framing.
+MAX_REQUEST_BYTES = DLQ_MAX_MESSAGE_BYTES + 4096
+# Bytes kept free for key, headers and framing when a dead letter's value must be cut.
+DEAD_LETTER_FRAMING_BYTES = 8192
 
 
 class OffsetRangeUnavailable(Exception):
@@ -97,12 +115,27 @@ class KafkaResource(ConfigurableResource):
         finally:
             consumer.close()
 
-    def commit(self, group: str, topic: str, partition: int, offset: int) -> bool:
-        """Commit ``offset`` for the group unless it already stands at or beyond it.
+    def group_progress(
+        self, group: str, topic: str, partitions: Iterable[int]
+    ) -> dict[int, PartitionProgress]:
+        """The group's progress per partition (absent where it never committed)."""
+        consumer = self._consumer(group)
+        try:
+            timeout = int(self.timeout_seconds * 1000)
+            out = {}
+            for p in partitions:
+                got = consumer.committed(
+                    TopicPartition(topic, p), metadata=True, timeout_ms=timeout
+                )
+                if got is not None and got.offset >= 0:
+                    out[p] = PartitionProgress.from_commit(got.offset, got.metadata)
+            return out
+        finally:
+            consumer.close()
 
-        Never moves the group backwards: re-executing an old batch must not make
-        Kafka tools report work that is already done as pending.
-        """
+    def commit(self, group: str, topic: str, partition: int, offset: int) -> bool:
+        """Set the group's offset to ``offset`` unless it already stands at or beyond it
+        (operator tooling; runs use ``commit_processed``)."""
 
         def attempt() -> bool:
             consumer = self._consumer(group)
@@ -112,8 +145,47 @@ class KafkaResource(ConfigurableResource):
                 if current is not None and current >= offset:
                     return False
                 consumer.assign([tp])
-                consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+                consumer.commit(
+                    {tp: OffsetAndMetadata(offset, "", -1)},
+                    timeout_ms=int(self.timeout_seconds * 1000),
+                )
                 return True
+            finally:
+                consumer.close()
+
+        return with_retries(attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what="offset commit")
+
+    def commit_processed(
+        self, group: str, topic: str, partition: int, start: int, end: int
+    ) -> PartitionProgress:
+        """Record that ``[start, end)`` was processed and commit the group's new progress.
+
+        The offset moves only over a contiguous prefix of processed batches (see
+        ``core.progress``); it never moves backwards. Runs of one partition never run
+        at the same time (tag concurrency limit), so this read-modify-write is not
+        raced by another run of the partition."""
+
+        def attempt() -> PartitionProgress:
+            consumer = self._consumer(group)
+            try:
+                tp = TopicPartition(topic, partition)
+                timeout = int(self.timeout_seconds * 1000)
+                current = consumer.committed(tp, metadata=True, timeout_ms=timeout)
+                if current is None or current.offset < 0:
+                    # Never committed: the group starts where the partition begins.
+                    base = consumer.beginning_offsets([tp], timeout_ms=timeout)[tp]
+                    progress = PartitionProgress(base)
+                else:
+                    progress = PartitionProgress.from_commit(current.offset, current.metadata)
+                before = (progress.committed, list(progress.done))
+                progress.record(start, end)
+                if (progress.committed, progress.done) != before or current is None:
+                    consumer.assign([tp])
+                    consumer.commit(
+                        {tp: OffsetAndMetadata(progress.committed, progress.to_metadata(), -1)},
+                        timeout_ms=timeout,
+                    )
+                return progress
             finally:
                 consumer.close()
 
@@ -194,7 +266,7 @@ class KafkaResource(ConfigurableResource):
                 acks="all",
                 linger_ms=5,
                 batch_size=256 * 1024,
-                max_request_size=MAX_MESSAGE_BYTES,
+                max_request_size=MAX_REQUEST_BYTES,
                 compression_type=None,
                 bootstrap_timeout_ms=int(self.timeout_seconds * 1000),
                 request_timeout_ms=10000,
@@ -223,7 +295,127 @@ class KafkaResource(ConfigurableResource):
         # series / SOP instance and upsert, so duplicates are harmless downstream.
         return with_retries(attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"publish to {topic}")
 
-    def teardown_after_execution(self, context) -> None:
+    def publish_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> tuple[int, int]:
+        """Send dead letters; returns (sent, cut).
+
+        A dead letter too large for the topic (a site whose dead-letter topic allows
+        less than its storage topic) is sent again with its value cut to fit and a
+        header saying so; the full value is kept in the error table. Size is never a
+        reason to fail a run: it would fail the same way on every retry."""
+        if not letters:
+            return 0, 0
+
+        def send_all(batch: Sequence[DeadLetter]) -> list[int]:
+            producer = self.producer()
+            too_large: list[int] = []
+            futures = []
+            for i, dl in enumerate(batch):
+                try:
+                    futures.append(
+                        (
+                            i,
+                            producer.send(
+                                topic, key=dl.key, value=dl.value, headers=list(dl.headers)
+                            ),
+                        )
+                    )
+                except MessageSizeTooLargeError:  # over the producer's own request limit
+                    too_large.append(i)
+            producer.flush(timeout=30)
+            for i, f in futures:
+                try:
+                    f.get(timeout=30)
+                except MessageSizeTooLargeError:  # over the topic's max.message.bytes
+                    too_large.append(i)
+            return sorted(too_large)
+
+        def attempt() -> tuple[int, int]:
+            too_large = send_all(letters)
+            if not too_large:
+                return len(letters), 0
+            # kafka-python's idempotent producer fails every later send with the same
+            # error once the broker refused a record as too large: start a new one.
+            self.close_producer()
+            limit = min(self.topic_max_message_bytes(topic), MAX_REQUEST_BYTES)
+            cut = [
+                letters[i].cut_to(
+                    limit
+                    - letters[i].header_bytes
+                    - len(letters[i].key)
+                    - DEAD_LETTER_FRAMING_BYTES
+                )
+                for i in too_large
+            ]
+            still = send_all(cut)
+            if still:
+                raise RecordTooLarge(
+                    f"{len(still)} dead letter(s) do not fit {topic} even cut to its limit"
+                )
+            log.warning("%d dead letter(s) cut to fit %s (limit %d bytes)", len(cut), topic, limit)
+            return len(letters), len(cut)
+
+        return with_retries(attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"publish to {topic}")
+
+    def topic_max_message_bytes(self, topic: str) -> int:
+        """The topic's effective ``max.message.bytes`` (its own or the broker's)."""
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            request_timeout_ms=max(int(self.timeout_seconds * 1000), 5000),
+            client_id="wado-pipeline",
+        )
+        try:
+            res = ConfigResource(
+                ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None}
+            )
+            got = admin.describe_configs([res], config_filter="all")
+            return int(got["topic"][topic]["max.message.bytes"]["value"])
+        finally:
+            admin.close()
+
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> list[str]:
+        """Create missing topics and set the configuration of existing ones to ``specs``
+        (the local stack and the test sandbox; a site's topics are its own). Returns
+        what was done, one line per change."""
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap, request_timeout_ms=10000, client_id="wado-stack"
+        )
+        done = []
+        try:
+            existing = set(admin.list_topics())
+            for t in specs:
+                if t.name not in existing:
+                    try:
+                        admin.create_topics(
+                            [NewTopic(t.name, t.partitions, 1, topic_configs=dict(t.configs))]
+                        )
+                        done.append(f"created topic {t.name} ({t.partitions} partitions)")
+                        continue
+                    except TopicAlreadyExistsError:
+                        pass
+                if not t.configs:
+                    continue
+                res = ConfigResource(
+                    ConfigResourceType.TOPIC, t.name, configs=dict.fromkeys(t.configs)
+                )
+                current = admin.describe_configs([res], config_filter="all")["topic"][t.name]
+                changed = {
+                    k: v for k, v in t.configs.items() if current.get(k, {}).get("value") != v
+                }
+                if changed:
+                    admin.alter_configs(
+                        [ConfigResource(ConfigResourceType.TOPIC, t.name, configs=changed)]
+                    )
+                    done.append(
+                        f"set {', '.join(f'{k}={v}' for k, v in changed.items())} on {t.name}"
+                    )
+            return done
+        finally:
+            admin.close()
+
+    def close_producer(self) -> None:
         if self._producer is not None:
             self._producer.close(timeout=10)
             self._producer = None
+
+    def teardown_after_execution(self, context) -> None:
+        self.close_producer()

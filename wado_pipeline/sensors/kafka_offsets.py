@@ -1,10 +1,21 @@
 """The Kafka offset sensor: storage-topic offsets in, one run per micro-batch out.
 
-Every 5 s it reads each partition's beginning and end offsets (never message
-content, apart from one timestamp for the age trigger), plans batches with
-``core.batching`` and requests one run per offset range. The cursor holds the next
-offset per partition; it is saved with the tick, so a failed tick advances
-nothing. The consumer group's offsets are committed by the runs, after writing.
+Every 5 s it reads each partition's beginning and end offsets and the consumer group's
+progress (never message content, apart from one timestamp for the age trigger), plans
+batches with ``core.batching`` and requests one run per offset range. The cursor holds
+the next offset per partition; it is saved with the tick, so a failed tick advances
+nothing. The group's offsets are committed by the runs, after writing.
+
+It also keeps the pipeline healing by itself:
+- *Ghost runs*: a ``STARTED`` run that stored no event for ``run_stale_seconds`` lost
+  its worker (killed, or died unable to reach Dagster's storage); Dagster's default
+  launcher cannot see that, so the sensor marks the run failed. (Runs stuck
+  ``STARTING`` are ended by Dagster's run monitoring, ``start_timeout_seconds``.)
+- *Holes*: offsets handed to runs that are neither processed (group progress) nor
+  covered by a run in flight. After Dagster's own run retries are spent, the sensor
+  relaunches the range with backoff (20 s, 40 s, then every 60 s) until it succeeds.
+  The ``no_failed_batches`` check on the storage topic is red meanwhile.
+- A broker that does not answer fails the tick, so the UI shows it in red.
 """
 
 import time
@@ -12,6 +23,7 @@ import time
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     JobDefinition,
@@ -24,12 +36,17 @@ from dagster import (
 )
 
 from wado_pipeline.core.batching import (
+    RELAUNCH_GRACE_MS,
     BatchPolicy,
     Cursor,
+    Hole,
     OffsetRange,
     PartitionState,
+    due_relaunches,
     plan_batches,
+    track_holes,
 )
+from wado_pipeline.core.progress import PartitionProgress, subtract
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.retry import bounded_call
@@ -37,13 +54,18 @@ from wado_pipeline.resources.retry import bounded_call
 PARTITION_TAG = "wado/partition"
 RANGE_TAG = "wado/offsets"
 LOST_CHECK = "no_offsets_lost"
+UNPROCESSED_CHECK = "no_failed_batches"
+RELAUNCH_TAG = "wado/relaunch"
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 ]
-TICK_BUDGET_SECONDS = 20.0
+
+
+class KafkaUnavailable(Exception):
+    """The broker did not answer a sensor call (fails the tick: red in the UI)."""
 
 
 def run_config_for(rng: OffsetRange) -> dict:
@@ -76,15 +98,85 @@ def partition_tag(topic: str, partition: int) -> str:
     return f"{topic}-{partition}"
 
 
-def run_request_for(rng: OffsetRange, run_key: str | None = None) -> RunRequest:
+def run_request_for(rng: OffsetRange, attempt: int = 0) -> RunRequest:
+    """The run of a range; ``attempt`` > 0 for the sensor's relaunch of a failed range."""
+    tags = {
+        PARTITION_TAG: partition_tag(rng.topic, rng.partition),
+        RANGE_TAG: f"{rng.start}-{rng.end}",
+    }
+    if attempt:
+        tags[RELAUNCH_TAG] = str(attempt)
     return RunRequest(
-        run_key=run_key or rng.run_key,
+        run_key=rng.run_key + (f"#relaunch-{attempt}" if attempt else ""),
         run_config=run_config_for(rng),
-        tags={
-            PARTITION_TAG: partition_tag(rng.topic, rng.partition),
-            RANGE_TAG: f"{rng.start}-{rng.end}",
-        },
+        tags=tags,
     )
+
+
+def run_range(run: DagsterRun) -> tuple[int, int] | None:
+    """The offset range of a run from its tag, or None."""
+    text = run.tags.get(RANGE_TAG, "")
+    try:
+        start, end = (int(x) for x in text.split("-"))
+    except ValueError:
+        return None
+    return start, end
+
+
+def end_ghost_runs(instance, runs: list[DagsterRun], stale_seconds: float, log) -> list[str]:
+    """Mark failed every ``STARTED`` run that stored no event for ``stale_seconds``.
+
+    Its worker is gone (a live run stores events at every step and every retry of a
+    call), so it would hold its partition's concurrency slot forever."""
+    now = time.time()
+    ended = []
+    for run in runs:
+        if run.status != DagsterRunStatus.STARTED:
+            continue
+        records = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
+        last = records[0].timestamp if records else None
+        if last is not None and now - last < stale_seconds:
+            continue
+        message = (
+            f"No event for over {stale_seconds:.0f}s: the run worker is gone (killed, or lost "
+            "Dagster's storage). Ended by storage_topic_sensor; its range runs again."
+        )
+        log.warning(f"run {run.run_id} {run.tags.get(RANGE_TAG)}: {message}")
+        instance.report_run_failed(run, message=message)
+        ended.append(run.run_id)
+    return ended
+
+
+def failed_runs_by_range(instance, job_name: str, ptag: str) -> dict[tuple[int, int], str]:
+    """The newest failed run of each recent range of a partition (to name in the check)."""
+    runs = instance.get_runs(
+        RunsFilter(
+            job_name=job_name, statuses=[DagsterRunStatus.FAILURE], tags={PARTITION_TAG: ptag}
+        ),
+        limit=50,
+    )
+    out: dict[tuple[int, int], str] = {}
+    for r in runs:  # newest first
+        rng = run_range(r)
+        if rng is not None and rng not in out:
+            out[rng] = r.run_id
+    return out
+
+
+def describe_holes(topic: str, holes: dict[int, list[Hole]], failed: dict[int, dict]) -> str:
+    """One line per unprocessed range, naming the failed run that covers it, if any."""
+    lines = []
+    for p, hs in sorted(holes.items()):
+        for h in hs:
+            runs = sorted(
+                {rid for (s, e), rid in failed.get(p, {}).items() if s < h.end and h.start < e}
+            )
+            who = f"failed run(s) {', '.join(runs)}" if runs else "no run in flight"
+            lines.append(
+                f"{topic}[{p}] offsets {h.start}..{h.end - 1} unprocessed ({who}); "
+                f"relaunched {h.attempts} time(s)"
+            )
+    return "\n".join(lines)
 
 
 def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "storage_topic_sensor"):
@@ -99,30 +191,42 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "stora
         context: SensorEvaluationContext, kafka: KafkaResource, ingest: IngestSettings
     ):
         topic = ingest.storage_topic
+        instance = context.instance
+        now_ms = int(time.time() * 1000)
+
+        def ptag(p: int) -> str:
+            return partition_tag(topic, p)
+
+        # Ghosts first: this needs only Dagster's storage, not the broker.
+        inflight_runs = instance.get_runs(RunsFilter(job_name=job.name, statuses=IN_FLIGHT))
+        ended = end_ghost_runs(instance, inflight_runs, ingest.run_stale_seconds, context.log)
+        inflight_runs = [r for r in inflight_runs if r.run_id not in ended]
+
         budget = max(kafka.timeout_seconds * 3, 5.0)
-        try:
-            offsets = bounded_call(lambda: kafka.partition_offsets(topic), budget, "end offsets")
-        except Exception as exc:  # broker down or slow: skip, cursor unchanged
-            return SkipReason(f"Kafka unavailable ({type(exc).__name__}); cursor unchanged")
+
+        def ask(what: str, fn):
+            try:
+                return bounded_call(fn, budget, what)
+            except Exception as exc:  # broker down or slow: a failed tick, cursor unchanged
+                raise KafkaUnavailable(
+                    f"Kafka at {kafka.bootstrap} did not answer ({what}: {type(exc).__name__}); "
+                    "no runs requested, cursor unchanged"
+                ) from None
+
+        offsets = ask("end offsets", lambda: kafka.partition_offsets(topic))
         if offsets is None:
             return SkipReason(f"topic {topic} does not exist; cursor unchanged")
+        parts = [o.partition for o in offsets]
+        progress = ask(
+            "group offsets", lambda: kafka.group_progress(ingest.consumer_group, topic, parts)
+        )
 
         cursor = Cursor.from_json(context.cursor, topic)
-        new_parts = [o.partition for o in offsets if o.partition not in cursor.partitions]
-        if new_parts:
-            try:
-                committed = bounded_call(
-                    lambda: kafka.committed_offsets(ingest.consumer_group, topic, new_parts),
-                    budget,
-                    "committed offsets",
-                )
-            except Exception as exc:
-                return SkipReason(f"cannot read committed offsets ({type(exc).__name__})")
-            for o in offsets:
-                if o.partition in new_parts:
-                    start = committed.get(o.partition, o.beginning)
-                    cursor.partitions[o.partition] = PartitionState(next=start)
-                    context.log.info(f"{topic}[{o.partition}]: starting at offset {start}")
+        for o in offsets:
+            if o.partition not in cursor.partitions:
+                start = progress[o.partition].committed if o.partition in progress else o.beginning
+                cursor.partitions[o.partition] = PartitionState(next=start)
+                context.log.info(f"{topic}[{o.partition}]: starting at offset {start}")
 
         policy = BatchPolicy(
             batch_messages=ingest.batch_messages,
@@ -135,33 +239,41 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "stora
             state = cursor.partitions[o.partition]
             pending = o.end - max(state.next, o.beginning)
             if 0 < pending < policy.batch_messages and state.ts_offset != state.next:
-                try:
-                    state.oldest_ts = bounded_call(
-                        lambda o=o, s=state: kafka.first_timestamp(topic, o.partition, s.next),
-                        budget,
-                        "timestamp",
-                    )
-                    state.ts_offset = state.next if state.oldest_ts is not None else None
-                except Exception as exc:
-                    return SkipReason(f"cannot read a timestamp ({type(exc).__name__})")
-
-        inflight = {
-            o.partition: context.instance.get_runs_count(
-                RunsFilter(
-                    job_name=job.name,
-                    statuses=IN_FLIGHT,
-                    tags={PARTITION_TAG: partition_tag(topic, o.partition)},
+                state.oldest_ts = ask(
+                    "timestamp",
+                    lambda o=o, s=state: kafka.first_timestamp(topic, o.partition, s.next),
                 )
-            )
-            for o in offsets
-        }
+                state.ts_offset = state.next if state.oldest_ts is not None else None
+
+        # Holes: handed to runs, not processed, nothing in flight. Relaunch when due.
+        requests: list[RunRequest] = []
+        inflight: dict[int, int] = {}
+        for o in offsets:
+            p, state = o.partition, cursor.partitions[o.partition]
+            mine = [r for r in inflight_runs if r.tags.get(PARTITION_TAG) == ptag(p)]
+            inflight[p] = len(mine)
+            done = progress.get(p, PartitionProgress(o.beginning))
+            gaps = done.unprocessed(upto=state.next)
+            covered = [rng for rng in (run_range(r) for r in mine) if rng is not None]
+            state.holes = track_holes(state.holes, subtract(gaps, covered), now_ms)
+            allowed = policy.max_inflight - inflight[p]
+            for h in due_relaunches(state.holes, now_ms, policy.max_batch_messages, allowed):
+                rng = OffsetRange(topic, p, h.start, h.end)
+                context.log.warning(
+                    f"{topic}[{p}] offsets {h.start}..{h.end - 1} unprocessed: "
+                    f"relaunch {h.attempts}"
+                )
+                requests.append(run_request_for(rng, attempt=h.attempts))
+                inflight[p] += 1
+
         plan = plan_batches(
             cursor,
             {o.partition: (o.beginning, o.end) for o in offsets},
-            int(time.time() * 1000),
+            now_ms,
             policy,
             inflight,
         )
+        requests.extend(run_request_for(r) for r in plan.ranges)
         events = []
         for lost in plan.lost:
             message = (
@@ -183,18 +295,56 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "stora
                     },
                 )
             )
-        if not plan.ranges and not events:
+
+        # The unprocessed-ranges check: a hole counts once its run failed, or once it has
+        # lasted the grace period (time for a retry run to appear). Stored on change only.
+        failed = {}
+        holes = {}
+        for p, state in cursor.partitions.items():
+            if not state.holes:
+                continue
+            failed[p] = failed_runs_by_range(instance, job.name, ptag(p))
+            confirmed = [
+                h
+                for h in state.holes
+                if now_ms - h.first_seen_ms >= RELAUNCH_GRACE_MS
+                or any(s < h.end and h.start < e for s, e in failed[p])
+            ]
+            if confirmed:
+                holes[p] = confirmed
+        summary = describe_holes(topic, holes, failed)
+        signature = ";".join(
+            f"{p}:{h.start}-{h.end}" for p, hs in sorted(holes.items()) for h in hs
+        )
+        if signature != cursor.reported:
+            cursor.reported = signature
+            events.append(
+                AssetCheckEvaluation(
+                    asset_key=storage_asset_key,
+                    check_name=UNPROCESSED_CHECK,
+                    passed=not holes,
+                    severity=AssetCheckSeverity.ERROR,
+                    description=summary or "every range handed to a run is processed or in flight",
+                    metadata={
+                        "unprocessed_ranges": [
+                            f"{p}:{h.start}-{h.end}" for p, hs in sorted(holes.items()) for h in hs
+                        ]
+                        or "none",
+                    },
+                )
+            )
+            if holes:
+                context.log.warning(summary)
+
+        if not requests:
             pending = sum(o.end - cursor.partitions[o.partition].next for o in offsets)
             busy = sum(1 for n in inflight.values() if n >= policy.max_inflight)
             why = f"; {busy} partition(s) at their in-flight run limit" if busy else ""
             return SensorResult(
                 skip_reason=SkipReason(f"{pending} message(s) pending; no batch due{why}"),
                 cursor=cursor.to_json(),
+                asset_events=events,
             )
-        return SensorResult(
-            run_requests=[run_request_for(r) for r in plan.ranges],
-            cursor=cursor.to_json(),
-            asset_events=events,
-        )
+        return SensorResult(run_requests=requests, cursor=cursor.to_json(), asset_events=events)
 
     return storage_topic_sensor

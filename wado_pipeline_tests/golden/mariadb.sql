@@ -107,6 +107,7 @@ CREATE TABLE IF NOT EXISTS dicom_ingest_error (
 	trace_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
 	run_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
 	payload MEDIUMTEXT, 
+	payload_encoding VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
 	created_time DATETIME(6) NOT NULL, 
 	CONSTRAINT pk_dicom_ingest_error PRIMARY KEY (topic, `partition`, `offset`)
 )ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;

@@ -107,6 +107,7 @@ CREATE TABLE IF NOT EXISTS dicom_ingest_error (
 	trace_id VARCHAR(64), 
 	run_id VARCHAR(64), 
 	payload TEXT, 
+	payload_encoding VARCHAR(16), 
 	created_time TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
 	CONSTRAINT pk_dicom_ingest_error PRIMARY KEY (topic, partition, "offset")
 );

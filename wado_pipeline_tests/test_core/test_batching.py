@@ -71,3 +71,41 @@ def test_cursor_json_roundtrip():
     c = Cursor("t", {0: PartitionState(5, 100, NOW, 5), 2: PartitionState(7)})
     assert Cursor.from_json(c.to_json(), "t") == c
     assert Cursor.from_json(c.to_json(), "other").partitions == {}
+
+
+def test_holes_relaunch_after_grace_then_with_backoff():
+    from wado_pipeline.core.batching import (
+        RELAUNCH_GRACE_MS,
+        RELAUNCH_MAX_DELAY_MS,
+        due_relaunches,
+        track_holes,
+    )
+
+    t = 1_000_000
+    holes = track_holes([], [(0, 50)], t)
+    assert due_relaunches(holes, t + RELAUNCH_GRACE_MS - 1, 2000, 3) == []
+    (first,) = due_relaunches(holes, t + RELAUNCH_GRACE_MS, 2000, 3)
+    assert (first.start, first.end, first.attempts) == (0, 50, 1)
+    # the relaunched run failed too: the hole is back, with its history
+    t2 = t + RELAUNCH_GRACE_MS
+    holes = track_holes(holes, [(0, 50)], t2 + 5_000)
+    assert holes[0].attempts == 1 and holes[0].first_seen_ms == t
+    waits = []
+    now = t2
+    for _ in range(5):
+        step = 1_000
+        while not due_relaunches(holes, now + step, 2000, 3):
+            step += 1_000
+        now += step
+        waits.append(step)
+    assert waits == [40_000, 60_000, 60_000, 60_000, 60_000]
+    assert max(waits) == RELAUNCH_MAX_DELAY_MS
+
+
+def test_long_hole_is_relaunched_in_pieces_and_respects_the_inflight_limit():
+    from wado_pipeline.core.batching import RELAUNCH_GRACE_MS, due_relaunches, track_holes
+
+    holes = track_holes([], [(0, 5000), (6000, 6100)], 0)
+    due = due_relaunches(holes, RELAUNCH_GRACE_MS, 2000, 1)
+    assert [(h.start, h.end) for h in due] == [(0, 2000)]
+    assert due_relaunches(track_holes([], [(0, 10)], 0), RELAUNCH_GRACE_MS, 2000, 0) == []

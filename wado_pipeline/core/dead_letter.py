@@ -1,0 +1,81 @@
+"""A rejected store message as a dead letter: its original value plus headers that say
+where it came from and why it was rejected.
+
+Pure: the Kafka resource sends what this builds. Header names are the contract with
+anyone who reads the dead-letter topic (``wado-pipeline dlq list``, a site's tools).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from wado_pipeline.core.batch import RejectedRecord
+
+HEADER_REASON = "wado.reason"
+HEADER_DETAIL = "wado.detail"
+HEADER_TOPIC = "wado.topic"
+HEADER_PARTITION = "wado.partition"
+HEADER_OFFSET = "wado.offset"
+HEADER_RUN_ID = "wado.run_id"
+# Present only on a dead letter whose value was cut to fit the dead-letter topic:
+# the original value's length in bytes (the full value is in dicom_ingest_error).
+HEADER_TRUNCATED_FROM = "wado.truncated_from_bytes"
+
+# A detail names a field and what is wrong with it; bounded so headers stay small.
+MAX_DETAIL_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    key: bytes
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    @property
+    def header_bytes(self) -> int:
+        return sum(len(k) + len(v) for k, v in self.headers)
+
+    def cut_to(self, max_value_bytes: int) -> DeadLetter:
+        """The same dead letter with its value cut to ``max_value_bytes`` and a header
+        recording the original length (for topics too small for the original)."""
+        if self.value is None or len(self.value) <= max_value_bytes:
+            return self
+        return DeadLetter(
+            self.key,
+            self.value[: max(0, max_value_bytes)],
+            (*self.headers, (HEADER_TRUNCATED_FROM, str(len(self.value)).encode())),
+        )
+
+
+def dead_letter(rejection: RejectedRecord, topic: str, run_id: str) -> DeadLetter:
+    """The dead letter of one rejected record of ``topic``."""
+    detail = rejection.detail.encode("utf-8", errors="replace")[:MAX_DETAIL_BYTES]
+    return DeadLetter(
+        key=f"{topic}:{rejection.partition}:{rejection.offset}".encode(),
+        value=rejection.payload,
+        headers=(
+            (HEADER_REASON, str(rejection.reason).encode()),
+            (HEADER_DETAIL, detail),
+            (HEADER_TOPIC, topic.encode()),
+            (HEADER_PARTITION, str(rejection.partition).encode()),
+            (HEADER_OFFSET, str(rejection.offset).encode()),
+            (HEADER_RUN_ID, run_id.encode()),
+        ),
+    )
+
+
+def payload_for_table(value: bytes | None) -> tuple[str | None, str | None]:
+    """The original value for ``dicom_ingest_error``, losslessly: ``(payload, encoding)``.
+
+    Valid UTF-8 without NUL (PostgreSQL text cannot hold NUL) is kept as text;
+    anything else as base64, so the row always holds every byte the broker accepted."""
+    if value is None:
+        return None, None
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" not in text:
+        return text, "utf-8"
+    return base64.b64encode(value).decode("ascii"), "base64"
