@@ -7,6 +7,7 @@ MariaDB database and storage root, so tests never see each other's data.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from wado_pipeline.resources.doris import DorisResource
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.sandbox import PROJECT, namespace
 from wado_pipeline.sandbox import dagster_home as sandbox_dagster_home
-from wado_pipeline.sandbox import namespace
 from wado_pipeline.settings import Settings
 
 BASE = Settings.from_env()
@@ -114,3 +115,10 @@ def dagster_home(tmp_path, settings):
     """A DAGSTER_HOME with the project's dagster.yaml and its own storage database."""
     with sandbox_dagster_home(tmp_path, settings.postgres_url) as (home, url):
         yield home, url
+
+
+@pytest.fixture
+def stack_restored():
+    """Whatever a test stopped is started again, even when the test fails."""
+    yield
+    subprocess.run(["bash", str(PROJECT / "stack/up.sh")], check=True, capture_output=True)

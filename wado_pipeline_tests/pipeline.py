@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy import create_engine, text
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
 from wado_pipeline.definitions import JOB_NAME, build_definitions
+from wado_pipeline.sandbox import PROJECT
 from wado_pipeline.sensors.kafka_offsets import run_config_for
 from wado_pipeline.settings import Settings
 from wado_pipeline.synthetic import store_message, synthetic_archive
@@ -166,3 +168,24 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmd and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def service(name: str, action: str) -> None:
+    """Stop or start one service of the local stack (stack/service.sh)."""
+    subprocess.run(
+        ["bash", str(PROJECT / "stack/service.sh"), name, action], check=True, capture_output=True
+    )
+
+
+def assert_tables_match(settings: Settings, messages: list[dict]) -> dict[str, list[tuple]]:
+    """Every table holds exactly the rows the messages call for, once."""
+    tables = dump_tables(settings)
+    expected = expected_from_files(messages)
+    for backend in ("postgres", "doris"):
+        objects = [r[0] for r in tables[f"{backend}.dicom_object_meta"]]
+        assert sorted(objects) == sorted(expected["objects"]), backend
+        images = [r[:1] + r[2:5] for r in tables[f"{backend}.dicom_image_meta"]]
+        assert len(images) == len(set(images)) == len({e[:4] for e in expected["images"]})
+        states = [r[:1] + r[2:4] for r in tables[f"{backend}.dicom_state_meta"]]
+        assert sorted(states) == sorted(expected["states"]), backend
+    return tables

@@ -78,6 +78,24 @@ ASSET = """query ($path: [String!]!) { assetNodes(assetKeys: [{path: $path}]) {
 } }"""
 
 
+FAILURES = """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection {
+  events { __typename ... on MessageEvent { message }
+    ... on ExecutionStepFailureEvent { error { message causes { message } } }
+    ... on RunFailureEvent { error { message } } } } } }"""
+
+
+def failure_messages(url: str, run_id: str) -> list[str]:
+    """What a failed run says about why (for the assertion message)."""
+    events = gql(url, FAILURES, runId=run_id)["logsForRun"]["events"]
+    out = []
+    for e in events:
+        if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent"):
+            err = e.get("error") or {}
+            out.append(err.get("message", e.get("message")))
+            out.extend(c["message"] for c in err.get("causes") or [])
+    return out or [e.get("message") for e in events[-5:]]
+
+
 def _tags(run: dict) -> dict[str, str]:
     return {t["key"]: t["value"] for t in run["tags"]}
 
@@ -131,7 +149,8 @@ def test_ui_shows_lineage_runs_metadata_freshness_and_checks(
 
     def all_offsets_done():
         runs = gql(url, RUNS)["runsOrError"]["results"]
-        assert not [r for r in runs if r["status"] in ("FAILURE", "CANCELED")], runs
+        bad = [r for r in runs if r["status"] in ("FAILURE", "CANCELED")]
+        assert not bad, [failure_messages(url, r["runId"]) for r in bad]
         done = [r for r in runs if r["status"] == "SUCCESS"]
         ends = [int(_tags(r)["wado/offsets"].split("-")[1]) for r in done]
         return done if ends and max(ends) == 121 else None

@@ -52,6 +52,11 @@ class DorisResource(ConfigurableResource):
         return self._engine
 
     @property
+    def service_name(self) -> str:
+        """What the UI calls this service in errors."""
+        return "Doris" if self.flavor == "doris" else "MariaDB (Doris stand-in)"
+
+    @property
     def tables(self):
         all_tables = sa_tables(None)
         return {t.name: all_tables[t.name] for t in S.PIPELINE_TABLES}
@@ -72,7 +77,7 @@ class DorisResource(ConfigurableResource):
                     for t in self.tables.values():
                         conn.execute(CreateTable(t, if_not_exists=True))
 
-        with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="Doris DDL")
+        with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what=f"{self.service_name} DDL")
         self._ensured = True
 
     def write_batch(self, rows_by_table: dict[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
@@ -97,7 +102,9 @@ class DorisResource(ConfigurableResource):
                             conn.execute(mariadb_upsert(SPECS[name], tables[name]), list(rows))
             return {name: len(rows) for name, rows in rows_by_table.items()}
 
-        return with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="Doris write")
+        return with_retries(
+            attempt, retry_on=TRANSIENT_DB_ERRORS, what=f"{self.service_name} write"
+        )
 
     def stream_load_batch(
         self,

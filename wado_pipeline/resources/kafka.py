@@ -153,7 +153,9 @@ class KafkaResource(ConfigurableResource):
             finally:
                 consumer.close()
 
-        return with_retries(attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what="offset commit")
+        return with_retries(
+            attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"Kafka offset commit ({self.bootstrap})"
+        )
 
     def commit_processed(
         self, group: str, topic: str, partition: int, start: int, end: int
@@ -189,7 +191,9 @@ class KafkaResource(ConfigurableResource):
             finally:
                 consumer.close()
 
-        return with_retries(attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what="offset commit")
+        return with_retries(
+            attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"Kafka offset commit ({self.bootstrap})"
+        )
 
     def first_timestamp(self, topic: str, partition: int, offset: int) -> int | None:
         """Timestamp (ms) of the first record at or after ``offset``, or None."""
@@ -255,7 +259,9 @@ class KafkaResource(ConfigurableResource):
             finally:
                 consumer.close()
 
-        return with_retries(attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what="Kafka read")
+        return with_retries(
+            attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"Kafka read ({self.bootstrap})"
+        )
 
     # ------------------------------------------------------------ publishing
 
@@ -293,7 +299,11 @@ class KafkaResource(ConfigurableResource):
 
         # A retried send may duplicate messages on the topic; consumers key by
         # series / SOP instance and upsert, so duplicates are harmless downstream.
-        return with_retries(attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"publish to {topic}")
+        return with_retries(
+            attempt,
+            retry_on=TRANSIENT_KAFKA_ERRORS,
+            what=f"Kafka publish to {topic} ({self.bootstrap})",
+        )
 
     def publish_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> tuple[int, int]:
         """Send dead letters; returns (sent, cut).
@@ -354,7 +364,11 @@ class KafkaResource(ConfigurableResource):
             log.warning("%d dead letter(s) cut to fit %s (limit %d bytes)", len(cut), topic, limit)
             return len(letters), len(cut)
 
-        return with_retries(attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"publish to {topic}")
+        return with_retries(
+            attempt,
+            retry_on=TRANSIENT_KAFKA_ERRORS,
+            what=f"Kafka publish to {topic} ({self.bootstrap})",
+        )
 
     def topic_max_message_bytes(self, topic: str) -> int:
         """The topic's effective ``max.message.bytes`` (its own or the broker's)."""

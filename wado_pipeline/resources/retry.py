@@ -12,6 +12,12 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+class ServiceUnavailable(Exception):
+    """A service stayed unreachable through every retry of a call. The message names the
+    service and the call (shown on the failed run in the UI); the original error is the
+    cause."""
+
+
 def with_retries(
     fn: Callable[[], T],
     *,
@@ -23,15 +29,21 @@ def with_retries(
 ) -> T:
     """Call ``fn``; on a transient error wait (0.5 s, 1 s, 2 s, …) and try again.
 
-    After ``attempts`` tries the last error propagates, so the run fails loudly
-    and Dagster's run retry or a re-execution takes over.
+    After ``attempts`` tries ``ServiceUnavailable`` is raised (naming ``what``), so the
+    run fails loudly and Dagster's run retry or the sensor's relaunch takes over. Each
+    retry is logged as a warning, which a run stores as an event: a run that is still
+    retrying is visibly alive (see the sensor's ghost-run watchdog).
     """
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except retry_on as exc:
             if attempt == attempts:
-                raise
+                first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise ServiceUnavailable(
+                    f"{what} failed after {attempts} attempts: {type(exc).__name__}"
+                    + (f": {first_line}" if first_line else "")
+                ) from exc
             delay = min(max_delay, base_delay * 2 ** (attempt - 1))
             log.warning(
                 "%s failed (%s), attempt %d of %d; retrying in %.1fs",
