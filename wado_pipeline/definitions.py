@@ -1,8 +1,8 @@
 """The one ``Definitions`` of the project: assets, job, sensor, resources.
 
-Resources are built from ``Settings`` (the environment). Connection URLs are
-passed as ``EnvVar`` when they come from the environment, so the UI shows the
-variable's name, never a password.
+Resources are chosen and built from ``Settings`` (the environment) here and nowhere
+else. Connection URLs are passed as ``EnvVar`` when they come from the environment, so
+the UI shows the variable's name, never a password.
 """
 
 from __future__ import annotations
@@ -18,15 +18,36 @@ from dagster import (
 )
 
 from wado_pipeline.assets.checks import build_batch_checks, build_storage_checks
-from wado_pipeline.assets.ingest import asset_keys, build_ingest_assets
-from wado_pipeline.resources.doris import DorisResource
+from wado_pipeline.assets.ingest import build_ingest_assets
+from wado_pipeline.assets.keys import asset_keys
+from wado_pipeline.core.contract import JOB_NAME
+from wado_pipeline.resources.doris import (
+    DorisBackend,
+    DorisInsertResource,
+    DorisStreamLoadResource,
+    MariaDBResource,
+)
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
 from wado_pipeline.sensors.kafka_offsets import build_kafka_sensor
 from wado_pipeline.settings import Settings
 
-JOB_NAME = "ingest_job"
+
+def doris_resource(settings: Settings, url) -> DorisBackend:
+    """The Doris resource class for the site's flavor and load mode."""
+    if settings.doris_flavor == "mariadb":
+        return MariaDBResource(url=url)
+    if settings.doris_load == "stream_load":
+        return DorisStreamLoadResource(
+            url=url,
+            buckets=settings.doris_buckets,
+            replication_num=settings.doris_replication_num,
+            http_url=settings.doris_http_url,
+        )
+    return DorisInsertResource(
+        url=url, buckets=settings.doris_buckets, replication_num=settings.doris_replication_num
+    )
 
 
 def build_resources(settings: Settings, env_secrets: bool = True) -> dict:
@@ -45,27 +66,8 @@ def build_resources(settings: Settings, env_secrets: bool = True) -> dict:
             url=_secret("WADO_POSTGRES_URL", settings.postgres_url),
             schema_name=settings.postgres_schema,
         ),
-        "doris": DorisResource(
-            url=_secret("WADO_DORIS_URL", settings.doris_url),
-            flavor=settings.doris_flavor,
-            buckets=settings.doris_buckets,
-            replication_num=settings.doris_replication_num,
-            load_mode=settings.doris_load,
-            http_url=settings.doris_http_url,
-        ),
-        "ingest": IngestSettings(
-            storage_topic=settings.storage_topic,
-            state_topic=settings.state_topic,
-            image_topic=settings.image_topic,
-            dlq_topic=settings.dlq_topic,
-            consumer_group=settings.consumer_group,
-            storage_roots=[str(r) for r in settings.storage_roots],
-            parse_workers=settings.parse_workers,
-            batch_messages=settings.batch_messages,
-            batch_wait_seconds=settings.batch_wait_seconds,
-            max_batch_messages=settings.max_batch_messages,
-            run_stale_seconds=settings.run_stale_seconds,
-        ),
+        "doris": doris_resource(settings, _secret("WADO_DORIS_URL", settings.doris_url)),
+        "ingest": IngestSettings.from_settings(settings),
     }
 
 

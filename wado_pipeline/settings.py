@@ -8,37 +8,10 @@ default that matches the local stack started by ``make up``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-
-def _env_str(name: str, default: str) -> str:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = _env_str(name, str(default))
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = _env_str(name, str(default))
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = _env_str(name, default)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
+from typing import Any
 
 DEFAULT_STORAGE_ROOT = "/var/lib/wado/storage"
 
@@ -92,91 +65,171 @@ def topic_specs(settings: Settings) -> tuple[TopicSpec, ...]:
     )
 
 
-def max_record_bytes(settings: Settings) -> int:
-    """The largest record any pipeline topic accepts (the producer's request limit)."""
-    return max(
-        int(t.configs.get("max.message.bytes", STORAGE_MAX_MESSAGE_BYTES))
-        for t in topic_specs(settings)
-    )
+def _setting(env: str, default: Any, doc: str, *, choices: tuple[str, ...] = (), shown=None):
+    """One setting: its environment variable, default and documentation line, declared
+    once (the README's table is checked against these)."""
+    meta = {"env": env, "default": default, "doc": doc, "choices": choices, "shown": shown}
+    return field(default=default, metadata=meta)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """Documentation of one environment variable (rendered into the README table)."""
+def _parse(f, raw: str) -> Any:
+    name, kind = f.metadata["env"], type(f.default)
+    if f.metadata["choices"] and raw not in f.metadata["choices"]:
+        choices = ", ".join(f.metadata["choices"])
+        raise ValueError(f"{name} must be one of {choices}, got {raw!r}")
+    if kind is tuple:
+        return tuple(Path(r) for r in raw.split(":") if r)
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            word = "an integer" if kind is int else "a number"
+            raise ValueError(f"{name} must be {word}, got {raw!r}") from None
+    return raw
 
-    env: str
-    default: str
-    meaning: str
+
+def _render(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ":".join(str(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 @dataclass(frozen=True)
 class Settings:
-    kafka_bootstrap: str = field(metadata={"env": "WADO_KAFKA_BOOTSTRAP"})
-    storage_topic: str = field(metadata={"env": "WADO_STORAGE_TOPIC"})
-    state_topic: str = field(metadata={"env": "WADO_STATE_TOPIC"})
-    image_topic: str = field(metadata={"env": "WADO_IMAGE_TOPIC"})
-    dlq_topic: str = field(metadata={"env": "WADO_DLQ_TOPIC"})
-    consumer_group: str = field(metadata={"env": "WADO_CONSUMER_GROUP"})
-    postgres_url: str = field(metadata={"env": "WADO_POSTGRES_URL"}, repr=False)
-    postgres_schema: str = field(metadata={"env": "WADO_POSTGRES_SCHEMA"})
-    doris_url: str = field(metadata={"env": "WADO_DORIS_URL"}, repr=False)
-    doris_flavor: str = field(metadata={"env": "WADO_DORIS_FLAVOR"})
-    storage_roots: tuple[Path, ...] = field(metadata={"env": "WADO_STORAGE_ROOTS"})
-    batch_messages: int = field(metadata={"env": "WADO_BATCH_MESSAGES"})
-    batch_wait_seconds: float = field(metadata={"env": "WADO_BATCH_WAIT_SECONDS"})
-    max_batch_messages: int = field(metadata={"env": "WADO_MAX_BATCH_MESSAGES"})
-    parse_workers: int = field(metadata={"env": "WADO_PARSE_WORKERS"})
-    kafka_timeout_seconds: float = field(metadata={"env": "WADO_KAFKA_TIMEOUT_SECONDS"})
-    doris_load: str = field(metadata={"env": "WADO_DORIS_LOAD"})
-    doris_http_url: str = field(metadata={"env": "WADO_DORIS_HTTP_URL"})
-    freshness_warn_seconds: int = field(metadata={"env": "WADO_FRESHNESS_WARN_SECONDS"})
-    freshness_fail_seconds: int = field(metadata={"env": "WADO_FRESHNESS_FAIL_SECONDS"})
-    doris_buckets: int = field(metadata={"env": "WADO_DORIS_BUCKETS"})
-    doris_replication_num: int = field(metadata={"env": "WADO_DORIS_REPLICATION_NUM"})
-    run_stale_seconds: float = field(metadata={"env": "WADO_RUN_STALE_SECONDS"})
+    """Every setting of the pipeline. ``from_env()`` reads them; the defaults match the
+    local stack that ``make up`` starts."""
+
+    kafka_bootstrap: str = _setting(
+        "WADO_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers"
+    )
+    storage_topic: str = _setting(
+        "WADO_STORAGE_TOPIC", "storage_queue", "topic the receiver publishes store messages to"
+    )
+    state_topic: str = _setting(
+        "WADO_STATE_TOPIC", "dicom_state_queue", "output topic for series-level records"
+    )
+    image_topic: str = _setting(
+        "WADO_IMAGE_TOPIC", "dicom_image_queue", "output topic for instance-level records"
+    )
+    dlq_topic: str = _setting(
+        "WADO_DLQ_TOPIC", "storage_queue_dlq", "dead-letter topic for rejected store messages"
+    )
+    consumer_group: str = _setting(
+        "WADO_CONSUMER_GROUP",
+        "dicom-consumer-group",
+        "group whose offsets the runs commit (lag for Kafka tools)",
+    )
+    postgres_url: str = _setting(
+        "WADO_POSTGRES_URL",
+        "postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado",
+        "SQLAlchemy URL of the index database",
+    )
+    postgres_schema: str = _setting(
+        "WADO_POSTGRES_SCHEMA", "public", "schema of the pipeline tables"
+    )
+    doris_url: str = _setting(
+        "WADO_DORIS_URL",
+        "mysql+pymysql://wado:wado@127.0.0.1:3306/wado",
+        "SQLAlchemy URL of Doris' MySQL protocol (or MariaDB)",
+    )
+    doris_flavor: str = _setting(
+        "WADO_DORIS_FLAVOR",
+        "mariadb",
+        "`doris` (UNIQUE KEY merge-on-write tables, plain INSERT upserts) or `mariadb` "
+        "(primary keys, guarded `ON DUPLICATE KEY UPDATE`)",
+        choices=("doris", "mariadb"),
+    )
+    doris_load: str = _setting(
+        "WADO_DORIS_LOAD",
+        "insert",
+        "`insert` (MySQL protocol) or `stream_load` (HTTP Stream Load with labels; "
+        "needs `WADO_DORIS_FLAVOR=doris`)",
+        choices=("insert", "stream_load"),
+    )
+    doris_http_url: str = _setting(
+        "WADO_DORIS_HTTP_URL",
+        "http://127.0.0.1:8030",
+        "Doris FE HTTP address for Stream Load (credentials from `WADO_DORIS_URL`)",
+    )
+    doris_buckets: int = _setting("WADO_DORIS_BUCKETS", 8, "`BUCKETS` of the Doris tables")
+    doris_replication_num: int = _setting(
+        "WADO_DORIS_REPLICATION_NUM", 1, "`replication_num` of the Doris tables"
+    )
+    storage_roots: tuple[Path, ...] = _setting(
+        "WADO_STORAGE_ROOTS",
+        (Path(DEFAULT_STORAGE_ROOT),),
+        "colon-separated roots that stored files must lie under (after resolving symlinks "
+        "and `..`)",
+    )
+    batch_messages: int = _setting(
+        "WADO_BATCH_MESSAGES", 50, "a partition with this many pending messages gets a run"
+    )
+    batch_wait_seconds: float = _setting(
+        "WADO_BATCH_WAIT_SECONDS", 5.0, "… or when its oldest pending message has waited this long"
+    )
+    max_batch_messages: int = _setting(
+        "WADO_MAX_BATCH_MESSAGES",
+        2000,
+        "cap of a batch under backlog (batches grow fourfold from 50 up to it)",
+    )
+    max_inflight_per_partition: int = _setting(
+        "WADO_MAX_INFLIGHT_PER_PARTITION",
+        3,
+        "runs of one partition queued or running at most; the sensor waits beyond it",
+    )
+    parse_workers: int = _setting(
+        "WADO_PARSE_WORKERS",
+        os.cpu_count() or 1,
+        "processes that parse headers of large batches",
+        shown="number of cores",
+    )
+    freshness_warn_seconds: int = _setting(
+        "WADO_FRESHNESS_WARN_SECONDS",
+        300,
+        "table assets turn WARN (stale) after this long without a batch",
+    )
+    freshness_fail_seconds: int = _setting(
+        "WADO_FRESHNESS_FAIL_SECONDS", 900, "… and FAIL after this long"
+    )
+    run_stale_seconds: float = _setting(
+        "WADO_RUN_STALE_SECONDS",
+        90.0,
+        "a `STARTED` run that stored no event for this long lost its worker: the sensor "
+        "marks it failed and its range is run again",
+    )
+    kafka_timeout_seconds: float = _setting(
+        "WADO_KAFKA_TIMEOUT_SECONDS",
+        3.0,
+        "bound of each Kafka call (sensor ticks stay short when the broker is down)",
+    )
 
     @classmethod
-    def from_env(cls) -> Settings:
-        roots = _env_str("WADO_STORAGE_ROOTS", DEFAULT_STORAGE_ROOT)
-        return cls(
-            kafka_bootstrap=_env_str("WADO_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            storage_topic=_env_str("WADO_STORAGE_TOPIC", "storage_queue"),
-            state_topic=_env_str("WADO_STATE_TOPIC", "dicom_state_queue"),
-            image_topic=_env_str("WADO_IMAGE_TOPIC", "dicom_image_queue"),
-            dlq_topic=_env_str("WADO_DLQ_TOPIC", "storage_queue_dlq"),
-            consumer_group=_env_str("WADO_CONSUMER_GROUP", "dicom-consumer-group"),
-            postgres_url=_env_str(
-                "WADO_POSTGRES_URL", "postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado"
-            ),
-            postgres_schema=_env_str("WADO_POSTGRES_SCHEMA", "public"),
-            doris_url=_env_str("WADO_DORIS_URL", "mysql+pymysql://wado:wado@127.0.0.1:3306/wado"),
-            doris_flavor=_env_choice("WADO_DORIS_FLAVOR", "mariadb", ("doris", "mariadb")),
-            storage_roots=tuple(Path(r) for r in roots.split(":") if r),
-            batch_messages=_env_int("WADO_BATCH_MESSAGES", 50),
-            batch_wait_seconds=_env_float("WADO_BATCH_WAIT_SECONDS", 5.0),
-            max_batch_messages=_env_int("WADO_MAX_BATCH_MESSAGES", 2000),
-            parse_workers=_env_int("WADO_PARSE_WORKERS", os.cpu_count() or 1),
-            kafka_timeout_seconds=_env_float("WADO_KAFKA_TIMEOUT_SECONDS", 3.0),
-            doris_load=_env_choice("WADO_DORIS_LOAD", "insert", ("insert", "stream_load")),
-            doris_http_url=_env_str("WADO_DORIS_HTTP_URL", "http://127.0.0.1:8030"),
-            freshness_warn_seconds=_env_int("WADO_FRESHNESS_WARN_SECONDS", 300),
-            freshness_fail_seconds=_env_int("WADO_FRESHNESS_FAIL_SECONDS", 900),
-            doris_buckets=_env_int("WADO_DORIS_BUCKETS", 8),
-            doris_replication_num=_env_int("WADO_DORIS_REPLICATION_NUM", 1),
-            run_stale_seconds=_env_float("WADO_RUN_STALE_SECONDS", 90.0),
-        )
-
-    def env_names(self) -> list[str]:
-        """The environment variables this settings object reads."""
-        return [f.metadata["env"] for f in fields(self)]
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from the environment; unset or empty variables take the default."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw:
+                values[f.name] = _parse(f, raw)
+        settings = cls(**values)
+        if settings.doris_load == "stream_load" and settings.doris_flavor != "doris":
+            raise ValueError("WADO_DORIS_LOAD=stream_load needs WADO_DORIS_FLAVOR=doris")
+        return settings
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``Settings.from_env()`` return these settings
         (for the processes the benchmark and the tests start: daemon, runs, CLI)."""
-        env = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "storage_roots":
-                value = ":".join(str(r) for r in value)
-            env[f.metadata["env"]] = str(value)
-        return env
+        return {f.metadata["env"]: _render(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def markdown_table(cls) -> str:
+        """The README's table of settings."""
+        lines = ["| variable | default | meaning |", "|---|---|---|"]
+        for f in fields(cls):
+            m = f.metadata
+            default = m["shown"] or f"`{_render(m['default'])}`"
+            lines.append(f"| `{m['env']}` | {default} | {m['doc']} |")
+        return "\n".join(lines)

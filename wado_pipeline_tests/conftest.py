@@ -12,16 +12,35 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 
-from wado_pipeline.resources.doris import DorisResource
+from wado_pipeline.dev.sandbox import PROJECT, namespace
+from wado_pipeline.dev.sandbox import dagster_home as sandbox_dagster_home
+from wado_pipeline.resources.doris import MariaDBResource
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
-from wado_pipeline.sandbox import PROJECT, namespace
-from wado_pipeline.sandbox import dagster_home as sandbox_dagster_home
 from wado_pipeline.settings import Settings
 
 BASE = Settings.from_env()
+
+# Fixtures that need the live local stack (make up): a test that uses one must carry
+# the `stack` marker, so `pytest -m "not stack"` runs anywhere.
+STACK_FIXTURES = frozenset(
+    {"settings", "admin", "kafka", "postgres", "doris", "produce", "dagster_home", "stack_restored"}
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [
+        item.nodeid
+        for item in items
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("stack") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that use the live stack without the `stack` marker: " + ", ".join(unmarked)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +79,8 @@ def postgres(settings: Settings) -> Iterator[PostgresResource]:
 
 
 @pytest.fixture
-def doris(settings: Settings) -> Iterator[DorisResource]:
-    res = DorisResource(url=settings.doris_url, flavor="mariadb")
+def doris(settings: Settings) -> Iterator[MariaDBResource]:
+    res = MariaDBResource(url=settings.doris_url)
     yield res
     res.dispose()
 
@@ -86,28 +105,6 @@ def produce(settings: Settings):
 
     yield send
     producer.close()
-
-
-def consume_all(bootstrap: str, topic: str, expected: int | None = None, timeout_s: float = 10):
-    """Every record of a one-partition topic (waits until ``expected`` arrived)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    end = consumer.end_offsets([tp])[tp]
-    out = []
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while consumer.position(tp) < end and time.monotonic() < deadline:
-        for recs in consumer.poll(timeout_ms=500).values():
-            out.extend(recs)
-    consumer.close()
-    if expected is not None:
-        assert len(out) == expected, f"{topic}: {len(out)} records, expected {expected}"
-    return out
 
 
 @pytest.fixture

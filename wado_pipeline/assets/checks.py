@@ -21,29 +21,29 @@ from dagster import (
 from sqlalchemy import select
 
 from wado_pipeline.core import schema as S
+from wado_pipeline.core.contract import (
+    LOST_CHECK,
+    PARTITION_TAG,
+    UNPROCESSED_CHECK,
+    partition_tag,
+    range_from_run_config,
+    range_from_tags,
+)
 from wado_pipeline.core.message import parse_store_message
 from wado_pipeline.core.progress import PartitionProgress, subtract
 from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.resources import queries
-from wado_pipeline.resources.doris import DorisResource
+from wado_pipeline.resources.doris import DorisBackend
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
-from wado_pipeline.sensors.kafka_offsets import (
-    IN_FLIGHT,
-    LOST_CHECK,
-    PARTITION_TAG,
-    UNPROCESSED_CHECK,
-    failed_runs_by_range,
-    partition_tag,
-    range_from_run_config,
-    run_range,
-)
+from wado_pipeline.resources.run_history import IN_FLIGHT, failed_runs_by_range
 
 KEYS_PRESENT = "batch_keys_present"
 NO_NULL_KEYS = "no_null_keys"
 NO_DUPLICATES = "no_duplicate_keys"
 REJECTS = "batch_rejects"
+COUNT_LABEL = {NO_NULL_KEYS: "rows_with_null_keys", NO_DUPLICATES: "duplicate_keys"}
 
 
 def build_storage_checks(storage_key: AssetKey, job_name: str):
@@ -101,7 +101,7 @@ def build_storage_checks(storage_key: AssetKey, job_name: str):
             inflight = instance.get_runs(
                 RunsFilter(job_name=job_name, statuses=IN_FLIGHT, tags={PARTITION_TAG: ptag})
             )
-            covered = [r for r in (run_range(x) for x in inflight) if r is not None]
+            covered = [r for r in (range_from_tags(x.tags) for x in inflight) if r is not None]
             for (start, end), run_id in failed_runs_by_range(instance, job_name, ptag).items():
                 gaps = [
                     (max(s, start), min(e, end))
@@ -180,7 +180,7 @@ def build_batch_checks(keys: dict[str, AssetKey]):
         context: AssetCheckExecutionContext,
         kafka: KafkaResource,
         postgres: PostgresResource,
-        doris: DorisResource,
+        doris: DorisBackend,
     ):
         rng = range_from_run_config(context.run.run_config)
         records = kafka.read_range(rng.topic, rng.partition, rng.start, rng.end)
@@ -215,20 +215,17 @@ def build_batch_checks(keys: dict[str, AssetKey]):
                             "found_keys": found,
                         },
                     )
-                    nulls = queries.count_null_keys(conn, t, tables[t.name], want)
-                    yield AssetCheckResult(
-                        asset_key=key,
-                        check_name=NO_NULL_KEYS,
-                        passed=nulls == 0,
-                        metadata={"rows_with_null_keys": nulls},
-                    )
+                    counts = {NO_NULL_KEYS: queries.count_null_keys(conn, t, tables[t.name], want)}
                     if prefix == "pg":
-                        dups = queries.count_duplicate_keys(conn, t, tables[t.name], want)
+                        counts[NO_DUPLICATES] = queries.count_duplicate_keys(
+                            conn, t, tables[t.name], want
+                        )
+                    for check, bad in counts.items():
                         yield AssetCheckResult(
                             asset_key=key,
-                            check_name=NO_DUPLICATES,
-                            passed=dups == 0,
-                            metadata={"duplicate_keys": dups},
+                            check_name=check,
+                            passed=bad == 0,
+                            metadata={COUNT_LABEL[check]: bad},
                         )
         by_reason = dict(Counter(rejected.values()))
         yield AssetCheckResult(

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    batch_messages: int = 50
-    wait_seconds: float = 5.0
-    max_batch_messages: int = 2000
-    max_inflight: int = 3
+    """When a partition is due and how large its batches get (values from the settings)."""
+
+    batch_messages: int
+    wait_seconds: float
+    max_batch_messages: int
+    max_inflight: int
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """A rejected store message as a dead letter: its original value plus headers that say
 where it came from and why it was rejected.
 
-Pure: the Kafka resource sends what this builds. Header names are the contract with
-anyone who reads the dead-letter topic (``wado-pipeline dlq list``, a site's tools).
+Pure: the Kafka resource sends what this builds. Header names are in ``core.contract``
+(read by ``wado-pipeline dlq`` and a site's tools).
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ import base64
 from dataclasses import dataclass
 
 from wado_pipeline.core.batch import RejectedRecord
-
-HEADER_REASON = "wado.reason"
-HEADER_DETAIL = "wado.detail"
-HEADER_TOPIC = "wado.topic"
-HEADER_PARTITION = "wado.partition"
-HEADER_OFFSET = "wado.offset"
-HEADER_RUN_ID = "wado.run_id"
-# Present only on a dead letter whose value was cut to fit the dead-letter topic:
-# the original value's length in bytes (the full value is in dicom_ingest_error).
-HEADER_TRUNCATED_FROM = "wado.truncated_from_bytes"
+from wado_pipeline.core.contract import (
+    HEADER_DETAIL,
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_REASON,
+    HEADER_RUN_ID,
+    HEADER_TOPIC,
+    HEADER_TRUNCATED_FROM,
+)
 
 # A detail names a field and what is wrong with it; bounded so headers stay small.
 MAX_DETAIL_BYTES = 1024

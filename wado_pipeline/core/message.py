@@ -148,6 +148,17 @@ def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _dated(obj: dict[str, Any], name: str, parse: Any) -> Any:
+    """A date or time field: a string that ``parse`` accepts."""
+    raw = _require(obj, name)
+    if not isinstance(raw, str):
+        raise Rejected(Reason.BAD_TYPE, f"field {name} must be a string")
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise Rejected(Reason.BAD_DATE, f"field {name}: {exc}") from None
+
+
 def parse_store_message(value: bytes | None) -> StoreMessage:
     """Parse one Kafka message value; raise ``Rejected`` when it is unusable."""
     if value is None:
@@ -167,21 +178,8 @@ def parse_store_message(value: bytes | None) -> StoreMessage:
     file_size = _integer(obj, "file_size", INT64_MAX)
     frames = _integer(obj, "number_of_frames", INT32_MAX)
 
-    created_raw = _require(obj, "created_time")
-    if not isinstance(created_raw, str):
-        raise Rejected(Reason.BAD_TYPE, "field created_time must be a string")
-    try:
-        created = parse_created_time(created_raw)
-    except ValueError as exc:
-        raise Rejected(Reason.BAD_DATE, f"field created_time: {exc}") from None
-
-    date_raw = _require(obj, "study_date")
-    if not isinstance(date_raw, str):
-        raise Rejected(Reason.BAD_TYPE, "field study_date must be a string")
-    try:
-        study_date = parse_message_date(date_raw)
-    except ValueError as exc:
-        raise Rejected(Reason.BAD_DATE, f"field study_date: {exc}") from None
+    created = _dated(obj, "created_time", parse_created_time)
+    study_date = _dated(obj, "study_date", parse_message_date)
 
     status = _require(obj, "transfer_status")
     if not isinstance(status, str):
@@ -197,14 +195,3 @@ def parse_store_message(value: bytes | None) -> StoreMessage:
         transfer_status=status,
         **strings,
     )
-
-
-def store_message_to_json(msg: StoreMessage) -> dict[str, Any]:
-    """The wire form of a store message (what the upstream receiver publishes)."""
-    out: dict[str, Any] = {}
-    for name in StoreMessage.__slots__:
-        v = getattr(msg, name)
-        if isinstance(v, date):  # datetime is a date too
-            v = v.isoformat()
-        out[name] = v
-    return out

@@ -81,16 +81,27 @@ OBJECT_META = Table(
     doris_key=("trace_id",),
 )
 
+# Columns the series and instance tables share: who and which series, then the hashes.
+_SERIES_IDS = (
+    _v("tenant_id", 64, nullable=False),
+    _v("patient_id", 64, nullable=False),
+    _v("study_uid", 64, nullable=False),
+    _v("series_uid", 64, nullable=False),
+)
+_HASHES = (
+    _v("study_uid_hash", 20, nullable=False),
+    _v("series_uid_hash", 20, nullable=False),
+    _v("study_date_origin", 8, nullable=False),
+)
+# Row versions: the newest updated_time wins, the first created_time is kept.
+_VERSION_COLUMNS = (_req("created_time", "datetime"), _req("updated_time", "datetime"))
+_VERSIONED = {"sequence": "updated_time", "keep_first": ("created_time",)}
+
 STATE_META = Table(
     name="dicom_state_meta",
     columns=(
-        _v("tenant_id", 64, nullable=False),
-        _v("patient_id", 64, nullable=False),
-        _v("study_uid", 64, nullable=False),
-        _v("series_uid", 64, nullable=False),
-        _v("study_uid_hash", 20, nullable=False),
-        _v("series_uid_hash", 20, nullable=False),
-        _v("study_date_origin", 8, nullable=False),
+        *_SERIES_IDS,
+        *_HASHES,
         _v("patient_name", 64),
         _v("patient_sex", 1),
         Column("patient_birth_date", "date"),
@@ -112,26 +123,19 @@ STATE_META = Table(
         _v("body_part_examined", 64),
         _v("protocol_name", 64),
         Column("series_related_instances", "int"),
-        _req("created_time", "datetime"),
-        _req("updated_time", "datetime"),
+        *_VERSION_COLUMNS,
     ),
     key=("tenant_id", "study_uid", "series_uid"),
     doris_key=("tenant_id", "patient_id", "study_uid", "series_uid"),
-    sequence="updated_time",
-    keep_first=("created_time",),
+    **_VERSIONED,
 )
 
 IMAGE_META = Table(
     name="dicom_image_meta",
     columns=(
-        _v("tenant_id", 64, nullable=False),
-        _v("patient_id", 64, nullable=False),
-        _v("study_uid", 64, nullable=False),
-        _v("series_uid", 64, nullable=False),
+        *_SERIES_IDS,
         _v("sop_uid", 64, nullable=False),
-        _v("study_uid_hash", 20, nullable=False),
-        _v("series_uid_hash", 20, nullable=False),
-        _v("study_date_origin", 8, nullable=False),
+        *_HASHES,
         Column("content_date", "date"),
         Column("content_time", "time"),
         Column("instance_number", "int"),
@@ -160,13 +164,11 @@ IMAGE_META = Table(
         _v("sop_class_uid", 64, nullable=False),
         _v("image_status", 32),
         Column("space_size", "bigint"),
-        _req("created_time", "datetime"),
-        _req("updated_time", "datetime"),
+        *_VERSION_COLUMNS,
     ),
     key=("tenant_id", "study_uid", "series_uid", "sop_uid"),
     doris_key=("tenant_id", "patient_id", "study_uid", "series_uid", "sop_uid"),
-    sequence="updated_time",
-    keep_first=("created_time",),
+    **_VERSIONED,
 )
 
 INGEST_ERROR = Table(

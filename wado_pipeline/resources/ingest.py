@@ -1,29 +1,64 @@
-"""Settings a run needs besides connections: output topics, group, storage roots."""
+"""Settings a run and the sensor need besides connections: topics, group, storage roots,
+the batch policy. Defaults come from ``Settings`` (the one place that declares them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from dagster import ConfigurableResource
+from pydantic import Field
+
+from wado_pipeline.core.batching import BatchPolicy
+from wado_pipeline.settings import Settings
+
+DEFAULTS = Settings()
 
 
 class IngestSettings(ConfigurableResource):
-    """Where a batch's results go; shown in the UI (nothing secret here)."""
+    """Where a batch's results go and how batches are cut; shown in the UI (nothing
+    secret here)."""
 
-    storage_topic: str
-    state_topic: str
-    image_topic: str
-    dlq_topic: str
-    consumer_group: str
-    storage_roots: list[str]
-    parse_workers: int = 1
-    batch_messages: int = 50
-    batch_wait_seconds: float = 5.0
-    max_batch_messages: int = 2000
-    max_inflight_per_partition: int = 3
-    # A STARTED run that stored no event for this long has lost its worker (see sensor).
-    run_stale_seconds: float = 90.0
+    storage_topic: str = DEFAULTS.storage_topic
+    state_topic: str = DEFAULTS.state_topic
+    image_topic: str = DEFAULTS.image_topic
+    dlq_topic: str = DEFAULTS.dlq_topic
+    consumer_group: str = DEFAULTS.consumer_group
+    storage_roots: list[str] = Field(
+        default_factory=lambda: [str(r) for r in DEFAULTS.storage_roots]
+    )
+    parse_workers: int = DEFAULTS.parse_workers
+    batch_messages: int = DEFAULTS.batch_messages
+    batch_wait_seconds: float = DEFAULTS.batch_wait_seconds
+    max_batch_messages: int = DEFAULTS.max_batch_messages
+    max_inflight_per_partition: int = DEFAULTS.max_inflight_per_partition
+    run_stale_seconds: float = DEFAULTS.run_stale_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestSettings:
+        return cls(
+            storage_topic=settings.storage_topic,
+            state_topic=settings.state_topic,
+            image_topic=settings.image_topic,
+            dlq_topic=settings.dlq_topic,
+            consumer_group=settings.consumer_group,
+            storage_roots=[str(r) for r in settings.storage_roots],
+            parse_workers=settings.parse_workers,
+            batch_messages=settings.batch_messages,
+            batch_wait_seconds=settings.batch_wait_seconds,
+            max_batch_messages=settings.max_batch_messages,
+            max_inflight_per_partition=settings.max_inflight_per_partition,
+            run_stale_seconds=settings.run_stale_seconds,
+        )
 
     @property
     def roots(self) -> tuple[Path, ...]:
         return tuple(Path(r) for r in self.storage_roots)
+
+    @property
+    def policy(self) -> BatchPolicy:
+        return BatchPolicy(
+            batch_messages=self.batch_messages,
+            wait_seconds=self.batch_wait_seconds,
+            max_batch_messages=self.max_batch_messages,
+            max_inflight=self.max_inflight_per_partition,
+        )

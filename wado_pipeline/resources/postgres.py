@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from dagster import ConfigurableResource
 from psycopg2.extras import execute_values
-from pydantic import PrivateAttr
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.resources.retry import with_retries
-from wado_pipeline.resources.tables import sa_tables, sql_engine
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.resources.sql import Rows, SqlBackend
+from wado_pipeline.resources.tables import sa_tables
 from wado_pipeline.resources.upserts import postgres_upsert
-
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError,)
 
 
 def execute_values_upsert(conn, stmt, rows: Sequence[dict[str, Any]], page_size: int = 1000):
@@ -39,61 +35,31 @@ def execute_values_upsert(conn, stmt, rows: Sequence[dict[str, Any]], page_size:
         )
 
 
-class PostgresResource(ConfigurableResource):
+class PostgresResource(SqlBackend):
     """The PostgreSQL index. ``schema_name`` lets tests and tenants use their own schema."""
 
-    url: str
     schema_name: str = "public"
-
-    _engine: Engine | None = PrivateAttr(default=None)
-    _ensured: bool = PrivateAttr(default=False)
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = sql_engine(self.url)
-        return self._engine
+    service_name: ClassVar[str] = "PostgreSQL"
 
     @property
     def tables(self):
         return sa_tables(self.schema_name)
 
-    def ensure_tables(self) -> None:
-        """Create the schema and tables if they do not exist (idempotent; once per run)."""
-        if self._ensured:
-            return
+    def _create_tables(self, conn) -> None:
+        # Concurrent runs on a fresh database would race on PostgreSQL's catalog
+        # (duplicate pg_type rows) even with IF NOT EXISTS: serialise the DDL.
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wado_pipeline_ddl'))"))
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema_name}"'))
+        for t in self.tables.values():
+            t.create(conn, checkfirst=True)
 
-        def attempt() -> None:
-            with self.engine.begin() as conn:
-                # Concurrent runs on a fresh database would race on PostgreSQL's catalog
-                # (duplicate pg_type rows) even with IF NOT EXISTS: serialise the DDL.
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wado_pipeline_ddl'))"))
-                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema_name}"'))
-                for t in self.tables.values():
-                    t.create(conn, checkfirst=True)
-
-        with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="PostgreSQL DDL")
-        self._ensured = True
-
-    def write_batch(self, rows_by_table: dict[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
-        """Upsert rows of several tables in one transaction (all or nothing)."""
+    def _write(self, rows_by_table: Rows, rng: OffsetRange | None) -> dict[str, int]:
+        """All tables in one transaction (all or nothing)."""
         tables = self.tables
-
-        def attempt() -> dict[str, int]:
-            with self.engine.begin() as conn:
-                for name, rows in rows_by_table.items():
-                    if rows:
-                        execute_values_upsert(
-                            conn, postgres_upsert(S.TABLES_BY_NAME[name], tables[name]), rows
-                        )
-            return {name: len(rows) for name, rows in rows_by_table.items()}
-
-        return with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what="PostgreSQL upsert")
-
-    def teardown_after_execution(self, context) -> None:
-        self.dispose()
-
-    def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        with self.engine.begin() as conn:
+            for name, rows in rows_by_table.items():
+                if rows:
+                    execute_values_upsert(
+                        conn, postgres_upsert(S.TABLES_BY_NAME[name], tables[name]), rows
+                    )
+        return {name: len(rows) for name, rows in rows_by_table.items()}

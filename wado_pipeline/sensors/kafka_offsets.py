@@ -23,12 +23,9 @@ import time
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
-    DagsterRun,
-    DagsterRunStatus,
     DefaultSensorStatus,
     JobDefinition,
     RunRequest,
-    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -37,7 +34,6 @@ from dagster import (
 
 from wado_pipeline.core.batching import (
     RELAUNCH_GRACE_MS,
-    BatchPolicy,
     Cursor,
     Hole,
     OffsetRange,
@@ -46,64 +42,35 @@ from wado_pipeline.core.batching import (
     plan_batches,
     track_holes,
 )
+from wado_pipeline.core.contract import (
+    LOST_CHECK,
+    PARTITION_TAG,
+    RELAUNCH_TAG,
+    SENSOR_NAME,
+    UNPROCESSED_CHECK,
+    partition_tag,
+    range_from_tags,
+    run_config_for,
+    tags_for,
+)
 from wado_pipeline.core.progress import PartitionProgress, subtract
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.retry import bounded_call
-
-PARTITION_TAG = "wado/partition"
-RANGE_TAG = "wado/offsets"
-LOST_CHECK = "no_offsets_lost"
-UNPROCESSED_CHECK = "no_failed_batches"
-RELAUNCH_TAG = "wado/relaunch"
-IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
+from wado_pipeline.resources.run_history import (
+    end_ghost_runs,
+    failed_runs_by_range,
+    in_flight_runs,
+)
 
 
 class KafkaUnavailable(Exception):
     """The broker did not answer a sensor call (fails the tick: red in the UI)."""
 
 
-def run_config_for(rng: OffsetRange) -> dict:
-    """Run config of a batch: the offset range only (reruns replay it exactly)."""
-    return {
-        "ops": {
-            "ingest_batch": {
-                "ops": {
-                    "read_batch": {
-                        "config": {
-                            "topic": rng.topic,
-                            "partition": rng.partition,
-                            "start": rng.start,
-                            "end": rng.end,
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-
-def range_from_run_config(run_config: dict) -> OffsetRange:
-    """The batch's offset range back from a run's config (inverse of ``run_config_for``)."""
-    cfg = run_config["ops"]["ingest_batch"]["ops"]["read_batch"]["config"]
-    return OffsetRange(cfg["topic"], cfg["partition"], cfg["start"], cfg["end"])
-
-
-def partition_tag(topic: str, partition: int) -> str:
-    return f"{topic}-{partition}"
-
-
 def run_request_for(rng: OffsetRange, attempt: int = 0) -> RunRequest:
     """The run of a range; ``attempt`` > 0 for the sensor's relaunch of a failed range."""
-    tags = {
-        PARTITION_TAG: partition_tag(rng.topic, rng.partition),
-        RANGE_TAG: f"{rng.start}-{rng.end}",
-    }
+    tags = tags_for(rng)
     if attempt:
         tags[RELAUNCH_TAG] = str(attempt)
     return RunRequest(
@@ -111,56 +78,6 @@ def run_request_for(rng: OffsetRange, attempt: int = 0) -> RunRequest:
         run_config=run_config_for(rng),
         tags=tags,
     )
-
-
-def run_range(run: DagsterRun) -> tuple[int, int] | None:
-    """The offset range of a run from its tag, or None."""
-    text = run.tags.get(RANGE_TAG, "")
-    try:
-        start, end = (int(x) for x in text.split("-"))
-    except ValueError:
-        return None
-    return start, end
-
-
-def end_ghost_runs(instance, runs: list[DagsterRun], stale_seconds: float, log) -> list[str]:
-    """Mark failed every ``STARTED`` run that stored no event for ``stale_seconds``.
-
-    Its worker is gone (a live run stores events at every step and every retry of a
-    call), so it would hold its partition's concurrency slot forever."""
-    now = time.time()
-    ended = []
-    for run in runs:
-        if run.status != DagsterRunStatus.STARTED:
-            continue
-        records = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
-        last = records[0].timestamp if records else None
-        if last is not None and now - last < stale_seconds:
-            continue
-        message = (
-            f"No event for over {stale_seconds:.0f}s: the run worker is gone (killed, or lost "
-            "Dagster's storage). Ended by storage_topic_sensor; its range runs again."
-        )
-        log.warning(f"run {run.run_id} {run.tags.get(RANGE_TAG)}: {message}")
-        instance.report_run_failed(run, message=message)
-        ended.append(run.run_id)
-    return ended
-
-
-def failed_runs_by_range(instance, job_name: str, ptag: str) -> dict[tuple[int, int], str]:
-    """The newest failed run of each recent range of a partition (to name in the check)."""
-    runs = instance.get_runs(
-        RunsFilter(
-            job_name=job_name, statuses=[DagsterRunStatus.FAILURE], tags={PARTITION_TAG: ptag}
-        ),
-        limit=50,
-    )
-    out: dict[tuple[int, int], str] = {}
-    for r in runs:  # newest first
-        rng = run_range(r)
-        if rng is not None and rng not in out:
-            out[rng] = r.run_id
-    return out
 
 
 def describe_holes(topic: str, holes: dict[int, list[Hole]], failed: dict[int, dict]) -> str:
@@ -179,9 +96,9 @@ def describe_holes(topic: str, holes: dict[int, list[Hole]], failed: dict[int, d
     return "\n".join(lines)
 
 
-def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "storage_topic_sensor"):
+def build_kafka_sensor(job: JobDefinition, storage_asset_key):
     @sensor(
-        name=name,
+        name=SENSOR_NAME,
         job=job,
         minimum_interval_seconds=5,
         default_status=DefaultSensorStatus.RUNNING,
@@ -198,7 +115,7 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "stora
             return partition_tag(topic, p)
 
         # Ghosts first: this needs only Dagster's storage, not the broker.
-        inflight_runs = instance.get_runs(RunsFilter(job_name=job.name, statuses=IN_FLIGHT))
+        inflight_runs = in_flight_runs(instance, job.name)
         ended = end_ghost_runs(instance, inflight_runs, ingest.run_stale_seconds, context.log)
         inflight_runs = [r for r in inflight_runs if r.run_id not in ended]
 
@@ -228,12 +145,7 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "stora
                 cursor.partitions[o.partition] = PartitionState(next=start)
                 context.log.info(f"{topic}[{o.partition}]: starting at offset {start}")
 
-        policy = BatchPolicy(
-            batch_messages=ingest.batch_messages,
-            wait_seconds=ingest.batch_wait_seconds,
-            max_batch_messages=ingest.max_batch_messages,
-            max_inflight=ingest.max_inflight_per_partition,
-        )
+        policy = ingest.policy
         # Age trigger: the broker timestamp of each partition's oldest pending message.
         for o in offsets:
             state = cursor.partitions[o.partition]
@@ -254,7 +166,7 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, name: str = "stora
             inflight[p] = len(mine)
             done = progress.get(p, PartitionProgress(o.beginning))
             gaps = done.unprocessed(upto=state.next)
-            covered = [rng for rng in (run_range(r) for r in mine) if rng is not None]
+            covered = [rng for rng in (range_from_tags(r.tags) for r in mine) if rng is not None]
             state.holes = track_holes(state.holes, subtract(gaps, covered), now_ms)
             allowed = policy.max_inflight - inflight[p]
             for h in due_relaunches(state.holes, now_ms, policy.max_batch_messages, allowed):

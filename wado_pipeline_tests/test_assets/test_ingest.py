@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from dagster import (
     ReexecutionOptions,
     execute_job,
@@ -10,12 +11,12 @@ from dagster import (
 
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.definitions import JOB_NAME, build_definitions
-from wado_pipeline.resources.doris import DorisResource
+from wado_pipeline.core.contract import JOB_NAME, run_config_for
+from wado_pipeline.definitions import build_definitions
+from wado_pipeline.resources.doris import MariaDBResource
 from wado_pipeline.resources.kafka import KafkaResource
-from wado_pipeline.sensors.kafka_offsets import run_config_for
-from wado_pipeline_tests.conftest import consume_all
-from wado_pipeline_tests.pipeline import (
+from wado_pipeline_tests.support import (
+    consume_all,
     corpus_messages,
     dump_tables,
     encode,
@@ -24,6 +25,9 @@ from wado_pipeline_tests.pipeline import (
     run_range,
     synthetic_messages,
 )
+
+pytestmark = pytest.mark.stack
+
 
 BAD = [
     (b"{not json", "bad_json"),
@@ -131,7 +135,7 @@ def test_materialization_metadata(settings, produce, storage_root):
 
 
 def test_cjk_name_and_long_description_are_cut_with_warnings(settings, produce, storage_root):
-    from wado_pipeline.synthetic import (
+    from wado_pipeline.dev.synthetic import (
         InstanceSpec,
         build_dataset,
         storage_path,
@@ -257,13 +261,13 @@ def test_asset_graph_edges(settings):
             assert policy.fail_window.to_timedelta().total_seconds() == 900
 
 
-class LossyDoris(DorisResource):
+class LossyDoris(MariaDBResource):
     """A writer with a bug: it drops the last image row. The checks must notice."""
 
-    def write_batch(self, rows_by_table):
+    def write_batch(self, rows_by_table, rng=None):
         rows = dict(rows_by_table)
         rows["dicom_image_meta"] = list(rows["dicom_image_meta"])[:-1]
-        return super().write_batch(rows)
+        return super().write_batch(rows, rng)
 
 
 def test_checks_catch_a_missing_row(settings, produce, storage_root):
@@ -273,7 +277,7 @@ def test_checks_catch_a_missing_row(settings, produce, storage_root):
         result = job.execute_in_process(
             run_config=run_config_for(OffsetRange(settings.storage_topic, 0, 0, 12)),
             instance=instance,
-            resources={"doris": LossyDoris(url=settings.doris_url, flavor="mariadb")},
+            resources={"doris": LossyDoris(url=settings.doris_url)},
         )
     checks = {
         (tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from wado_pipeline.core.batch import SourceRecord, group
 from wado_pipeline.core.parallel import process_records
-from wado_pipeline.synthetic import (
+from wado_pipeline.dev.synthetic import (
     InstanceSpec,
     build_dataset,
     storage_path,

@@ -38,7 +38,7 @@ def test_backlog_grows_and_covers_every_offset_once():
     c = cursor_at(0)
     seen = []
     inflight = 0
-    policy = BatchPolicy(max_inflight=3)
+    policy = POLICY
     for _ in range(100):
         plan = plan_batches(c, {0: (0, 10_000)}, NOW, policy, {0: inflight})
         seen.extend(plan.ranges)

@@ -15,12 +15,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from wado_pipeline.cli import inspect_file
+from wado_pipeline.cli.main import inspect_file
 from wado_pipeline.core.batch import SourceRecord, process_record
 from wado_pipeline.core.extract import extract
 from wado_pipeline.core.message import parse_store_message
 from wado_pipeline.core.rejection import Reason, Rejected
-from wado_pipeline.synthetic import (
+from wado_pipeline.dev.synthetic import (
     InstanceSpec,
     build_dataset,
     storage_path,

@@ -10,7 +10,8 @@ from datetime import datetime
 import pytest
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.resources.doris import DorisResource
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.resources.doris import DorisStreamLoadResource
 from wado_pipeline.resources.stream_load import (
     ALREADY,
     DONE,
@@ -116,15 +117,18 @@ def test_label_is_deterministic_and_valid():
 
 
 def test_rerun_of_a_batch_loads_nothing_twice(doris_http):
-    res = DorisResource(
-        url="mysql+pymysql://wado:wado@127.0.0.1:3306/wado",
-        flavor="doris",
-        load_mode="stream_load",
-        http_url=doris_http.fe_url,
+    res = DorisStreamLoadResource(
+        url="mysql+pymysql://wado:wado@127.0.0.1:3306/wado", http_url=doris_http.fe_url
     )
     batch = {"dicom_object_meta": rows(5), "dicom_state_meta": [], "dicom_image_meta": []}
-    first = res.stream_load_batch(batch, "storage_queue", 0, 0, 5)
-    second = res.stream_load_batch(batch, "storage_queue", 0, 0, 5)
+    rng = OffsetRange("storage_queue", 0, 0, 5)
+    first = res.stream_load_batch(batch, rng)
+    second = res.stream_load_batch(batch, rng)
+    assert res.write_batch(batch, rng) == {  # the ops' interface: loads once, counts rows
+        "dicom_object_meta": 5,
+        "dicom_state_meta": 0,
+        "dicom_image_meta": 0,
+    }
     assert first["dicom_object_meta"].outcome == DONE
     assert second["dicom_object_meta"].outcome == ALREADY
     assert first["dicom_object_meta"].label == second["dicom_object_meta"].label

@@ -9,6 +9,8 @@ from sqlalchemy import text
 from wado_pipeline.core import schema as S
 from wado_pipeline.resources.upserts import doris_insert_sql
 
+pytestmark = pytest.mark.stack
+
 T0 = datetime(2025, 1, 1, 8, 0, 0)
 
 
@@ -105,12 +107,12 @@ def test_doris_insert_sql_is_plain_insert():
 def test_doris_flavor_insert_runs_over_the_mysql_protocol(settings):
     """The Doris statement is valid MySQL-protocol SQL; against MariaDB (no merge-on-
     write) it appends, which is exactly why the MariaDB flavour exists."""
-    from wado_pipeline.resources.doris import DorisResource
+    from wado_pipeline.resources.doris import DorisInsertResource, MariaDBResource
 
-    res = DorisResource(url=settings.doris_url, flavor="mariadb")
+    res = MariaDBResource(url=settings.doris_url)
     res.ensure_tables()
     res.dispose()
-    doris_like = DorisResource(url=settings.doris_url, flavor="doris")
+    doris_like = DorisInsertResource(url=settings.doris_url)
     doris_like.write_batch({"dicom_state_meta": [state_row("v1", T0)]})
     with doris_like.engine.connect() as conn:
         assert conn.execute(text("SELECT series_description FROM dicom_state_meta")).all() == [

@@ -5,30 +5,15 @@ import json
 import time
 
 import pytest
-from dagster import build_sensor_context, instance_for_test
+from dagster import instance_for_test
 from kafka import KafkaProducer
 from kafka.admin import NewPartitions
 
-from wado_pipeline.definitions import build_definitions, build_resources
+from wado_pipeline.core.contract import PARTITION_TAG, RANGE_TAG
 from wado_pipeline.resources.kafka import KafkaResource
-from wado_pipeline.sensors.kafka_offsets import PARTITION_TAG, RANGE_TAG
+from wado_pipeline_tests.support import ranges, tick, wait_until
 
-
-def tick(settings, instance, cursor=None):
-    defs = build_definitions(settings)
-    sensor = defs.resolve_sensor_def("storage_topic_sensor")
-    with build_sensor_context(
-        instance=instance, cursor=cursor, definitions=defs, resources=build_resources(settings)
-    ) as ctx:
-        return sensor.evaluate_tick(ctx)
-
-
-def ranges(result):
-    out = []
-    for r in result.run_requests:
-        cfg = r.run_config["ops"]["ingest_batch"]["ops"]["read_batch"]["config"]
-        out.append((cfg["partition"], cfg["start"], cfg["end"]))
-    return out
+pytestmark = pytest.mark.stack
 
 
 def produce_aged(settings, n, partition, age_s):
@@ -131,12 +116,22 @@ def test_missing_topic_skips(settings):
     assert result.cursor in (None, '{"v":1}')
 
 
-def test_new_partition_is_picked_up(settings, produce, admin):
+def test_new_partition_is_picked_up(settings, admin):
     with instance_for_test() as instance:
         cursor = tick(settings, instance).cursor
         assert set(json.loads(cursor)["partitions"]) == {"0", "1", "2"}
         admin.create_partitions({settings.storage_topic: NewPartitions(total_count=4)})
-        produce([b"{}"] * 50, partition=3)
+
+        def visible():  # the new partition reaches the broker's metadata
+            (meta,) = admin.describe_topics([settings.storage_topic])
+            return len(meta["partitions"]) == 4
+
+        wait_until(visible, 60, "the new partition in the topic's metadata", interval=0.2)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)  # fresh metadata
+        for _ in range(50):
+            producer.send(settings.storage_topic, b"{}", partition=3)
+        producer.flush()
+        producer.close()
         result = tick(settings, instance, cursor)
     assert ranges(result) == [(3, 0, 50)]
 

@@ -3,10 +3,13 @@ read back in the real PostgreSQL and MariaDB."""
 
 from datetime import datetime
 
+import pytest
 from sqlalchemy import text
 
 from wado_pipeline.core import schema as S
-from wado_pipeline_tests.conftest import consume_all
+from wado_pipeline_tests.support import consume_all
+
+pytestmark = pytest.mark.stack
 
 
 def test_kafka_roundtrip(settings, produce, kafka):

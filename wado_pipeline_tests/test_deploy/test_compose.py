@@ -9,7 +9,7 @@ import yaml
 
 from wado_pipeline.settings import Settings, topic_specs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose() -> dict:

@@ -13,18 +13,18 @@ import pytest
 import requests
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.sandbox import dagster_process
-from wado_pipeline_tests.pipeline import (
+from wado_pipeline.dev.sandbox import dagster_process
+from wado_pipeline_tests.support import (
     encode,
     processes_mentioning,
     synthetic_messages,
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 def free_port() -> int:

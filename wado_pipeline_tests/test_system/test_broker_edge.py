@@ -15,14 +15,17 @@ from wado_pipeline.core.batching import RELAUNCH_GRACE_MS
 from wado_pipeline.core.dead_letter import HEADER_OFFSET, HEADER_REASON, HEADER_TRUNCATED_FROM
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import STORAGE_MAX_MESSAGE_BYTES, topic_specs
-from wado_pipeline_tests.conftest import consume_all
-from wado_pipeline_tests.pipeline import (
+from wado_pipeline_tests.support import (
+    consume_all,
     encode,
+    ranges,
     reconstructable_job,
     run_range,
     synthetic_messages,
+    tick,
 )
-from wado_pipeline_tests.test_sensors.test_kafka_sensor import ranges, tick
+
+pytestmark = pytest.mark.stack
 
 # A record batch holding one record without key or headers: 61 bytes of batch header
 # and 11 of record framing (varints for a value near 1 MiB). Checked below: one byte

@@ -5,19 +5,21 @@ import base64
 import json
 import os
 
+import pytest
 from dagster import instance_for_test
 from sqlalchemy import create_engine, inspect, text
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.synthetic import (
+from wado_pipeline.dev.synthetic import (
     InstanceSpec,
     build_dataset,
     storage_path,
     store_message,
     write_dataset,
 )
-from wado_pipeline_tests.conftest import consume_all
-from wado_pipeline_tests.pipeline import dump_tables, run_range
+from wado_pipeline_tests.support import consume_all, dump_tables, run_range
+
+pytestmark = pytest.mark.stack
 
 SQL_TEXT = "Robert'); DROP TABLE dicom_state_meta;--"
 

@@ -1,8 +1,10 @@
-"""``wado-pipeline``: the operator's command line.
+"""``wado-pipeline``: the operator's command line (argument parsing and dispatch).
 
 Subcommands: ``inspect`` (what would be stored for a file), ``init-db`` (create
 or print the tables), ``produce`` (publish store messages), ``lag`` (per-partition
-progress), ``replay`` (launch a run for an offset range), ``bench``.
+progress), ``replay`` (launch a run for an offset range), ``dlq``, ``bench``.
+Each command's work lives in its own module of this package; ``bench`` and
+``produce --synthetic`` load the development package (``wado_pipeline.dev``) on demand.
 Exit codes: 0 success, 1 the command ran but found a problem, 2 usage error.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from wado_pipeline.core.extract import build_records, read_header
 from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.core.wire import encode_row
+from wado_pipeline.settings import Settings
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -44,7 +47,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_init_db(args: argparse.Namespace) -> int:
     from wado_pipeline.resources.tables import doris_ddl, sql_ddl
-    from wado_pipeline.settings import Settings
 
     settings = Settings.from_env()
     if args.print_ddl:
@@ -63,37 +65,38 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _settings():
-    from wado_pipeline.settings import Settings
-
+def _settings() -> Settings:
     return Settings.from_env()
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from wado_pipeline import operations
+    from wado_pipeline.cli import produce
 
     settings = _settings()
     root = Path(args.root) if args.root else settings.storage_roots[0]
     if args.synthetic is not None:
-        messages = operations.synthetic_messages(root, args.tenant, args.synthetic, args.seed)
+        from wado_pipeline.dev.synthetic import synthetic_archive
+
+        archive = synthetic_archive(root, args.tenant, args.synthetic, seed=args.seed)
+        messages = (message for _, _, message in archive)
         total = args.synthetic
     else:
         if not args.directory or not Path(args.directory).is_dir():
             print("produce: give a DIRECTORY of DICOM files or --synthetic N", file=sys.stderr)
             return EXIT_USAGE
-        messages = list(operations.messages_for_directory(Path(args.directory), root, args.tenant))
+        messages = list(produce.messages_for_directory(Path(args.directory), root, args.tenant))
         total = len(messages)
-    n = operations.publish(settings, messages, total=total, rate=args.rate)
+    n = produce.publish(settings, messages, total=total, rate=args.rate)
     print(f"published {n} store message(s) to {settings.storage_topic}; files under {root}")
     return EXIT_OK
 
 
 def cmd_lag(args: argparse.Namespace) -> int:
-    from wado_pipeline import operations
+    from wado_pipeline.cli.lag import lag
 
     settings = _settings()
     try:
-        rows = operations.lag(settings)
+        rows = lag(settings)
     except LookupError as exc:
         print(f"lag: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -115,22 +118,19 @@ def cmd_lag(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from wado_pipeline.core.batching import OffsetRange
-    from wado_pipeline.sensors.kafka_offsets import run_request_for
+    from wado_pipeline.core.contract import JOB_NAME, REPLAY_TAG, run_config_for, tags_for
 
     settings = _settings()
     if args.to <= getattr(args, "from"):
         print("replay: --to must be greater than --from", file=sys.stderr)
         return EXIT_USAGE
     rng = OffsetRange(settings.storage_topic, args.partition, getattr(args, "from"), args.to)
-    request = run_request_for(rng)
-    tags = {**request.tags, "wado/replay": "manual"}
+    tags = {**tags_for(rng), REPLAY_TAG: "manual"}
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
-
-    from wado_pipeline.definitions import JOB_NAME
 
     client = DagsterGraphQLClient(args.host, port_number=args.port)
     try:
-        run_id = client.submit_job_execution(JOB_NAME, run_config=request.run_config, tags=tags)
+        run_id = client.submit_job_execution(JOB_NAME, run_config=run_config_for(rng), tags=tags)
     except (DagsterGraphQLClientError, OSError) as exc:
         print(f"replay: Dagster at {args.host}:{args.port} refused: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -139,11 +139,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from wado_pipeline import operations
+    from wado_pipeline.cli import dlq
 
     settings = _settings()
     if args.action == "list":
-        rows = operations.dead_letters(settings, args.limit)
+        rows = dlq.dead_letters(settings, args.limit)
         print(f"dead-letter topic {settings.dlq_topic}: last {len(rows)}")
         for d in rows:
             print(f"{d.offset:>8}  {d.reason:<18} {d.source:<34} {d.detail}")
@@ -152,7 +152,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         print("dlq requeue: --offset is required", file=sys.stderr)
         return EXIT_USAGE
     try:
-        partition, offset = operations.requeue(settings, args.offset)
+        partition, offset = dlq.requeue(settings, args.offset)
     except LookupError as exc:
         print(f"dlq requeue: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -163,13 +163,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import warnings
 
-    from wado_pipeline import bench
+    from wado_pipeline.dev import bench_parse as bench
 
     warnings.simplefilter("ignore")  # pydicom warns about the corpus' odd files
     if args.mode == "parse":
         result = bench.bench_parse(n_synthetic=args.n or 600, repeat=args.repeat)
     else:
-        from wado_pipeline import bench_pipeline
+        from wado_pipeline.dev import bench_pipeline
 
         quick = args.quick
         if args.mode == "backlog":
@@ -272,7 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, help="messages/files (parse 600, backlog 10,000)")
     p.add_argument("--quick", action="store_true", help="a small version (under 3 minutes)")
     p.add_argument("--repeat", type=int, default=3, help="parse: repetitions, best kept")
-    p.add_argument("--max-batch", type=int, default=2000, help="backlog: batch cap")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=Settings.max_batch_messages,
+        help=f"backlog: batch cap (default {Settings.max_batch_messages})",
+    )
     p.add_argument("--rates", default="10,100", help="steady: messages/s, comma-separated")
     p.add_argument("--seconds", type=float, help="steady: seconds per rate (60; quick 20)")
     p.set_defaults(func=cmd_bench)

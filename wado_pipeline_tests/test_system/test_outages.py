@@ -21,18 +21,18 @@ from dagster import (
 )
 from sqlalchemy import create_engine, text
 
+from wado_pipeline.dev.sandbox import dagster_process
 from wado_pipeline.resources.kafka import KafkaResource
-from wado_pipeline.sandbox import dagster_process
-from wado_pipeline_tests.conftest import consume_all
-from wado_pipeline_tests.pipeline import (
+from wado_pipeline_tests.support import (
     assert_tables_match,
+    consume_all,
     encode,
     service,
     synthetic_messages,
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 MESSAGES = 900
 # Stated bound: healed within two minutes of the service's return, plus the drain of
@@ -48,7 +48,7 @@ CASES = [
     pytest.param("mariadb", 30, id="mariadb-30s"),
     pytest.param("mariadb", 120, marks=pytest.mark.slow, id="mariadb-120s"),
 ]
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.stack, pytest.mark.faults]
 
 
 def count(url: str, table: str) -> int:
@@ -82,12 +82,21 @@ def failure_texts(instance: DagsterInstance) -> list[str]:
     return texts
 
 
+def error_chain(err) -> str:
+    """An error's message with those of its causes and contexts."""
+    parts = []
+    while err is not None:
+        parts.append(err.message)
+        err = err.cause or getattr(err, "context", None)
+    return " <- ".join(parts)
+
+
 def failed_tick_errors(instance: DagsterInstance) -> list[str]:
     out = []
     for state in instance.all_instigator_state():
         for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=500):
             if tick.error is not None:
-                out.append(tick.error.message)
+                out.append(error_chain(tick.error))
     return out
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import Settings, topic_specs
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager

@@ -19,22 +19,23 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.contract import run_config_for
 from wado_pipeline.resources.kafka import KafkaResource
-from wado_pipeline.sensors.kafka_offsets import run_config_for
-from wado_pipeline_tests.pipeline import (
+from wado_pipeline_tests.support import (
     assert_tables_match,
     dump_tables,
     encode,
+    ranges,
     reconstructable_job,
     run_range,
     service,
     synthetic_messages,
+    tick,
     wait_until,
 )
-from wado_pipeline_tests.test_sensors.test_kafka_sensor import ranges, tick
 
-ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.faults
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.stack, pytest.mark.faults]
 
 
 def committed(settings, partition):
@@ -51,7 +52,7 @@ def checksum(tables) -> str:
 KILL_SCRIPT = """
 import sys
 from dagster import DagsterInstance, execute_job
-from wado_pipeline_tests.pipeline import reconstructable_job
+from wado_pipeline_tests.support import reconstructable_job
 cfg = __import__("json").loads(sys.argv[2])
 instance = DagsterInstance.from_config(sys.argv[1])
 with execute_job(reconstructable_job(), instance, run_config=cfg) as result:

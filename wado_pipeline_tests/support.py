@@ -1,4 +1,5 @@
-"""Helpers for tests that run the pipeline: archives, runs, table dumps."""
+"""The test-support module: helpers shared by tests (archives, runs, sensor ticks, table
+dumps, topic reads, stack services). Fixtures stay in ``conftest``."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pydicom
-from dagster import DagsterInstance, reconstructable
+from dagster import DagsterInstance, build_sensor_context, reconstructable
 from dagster._core.definitions.reconstruct import ReconstructableJob
+from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
 
+from wado_pipeline.cli.receiver import store_message
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.definitions import JOB_NAME, build_definitions
-from wado_pipeline.sandbox import PROJECT
-from wado_pipeline.sensors.kafka_offsets import run_config_for
+from wado_pipeline.core.contract import JOB_NAME, SENSOR_NAME, range_from_run_config, run_config_for
+from wado_pipeline.definitions import build_definitions, build_resources
+from wado_pipeline.dev.sandbox import PROJECT
+from wado_pipeline.dev.synthetic import synthetic_archive
 from wado_pipeline.settings import Settings
-from wado_pipeline.synthetic import store_message, synthetic_archive
 from wado_pipeline_tests.corpus import corpus_files
 
 CORPUS_SAMPLE = (
@@ -189,3 +192,42 @@ def assert_tables_match(settings: Settings, messages: list[dict]) -> dict[str, l
         states = [r[:1] + r[2:4] for r in tables[f"{backend}.dicom_state_meta"]]
         assert sorted(states) == sorted(expected["states"]), backend
     return tables
+
+
+def consume_all(bootstrap: str, topic: str, expected: int | None = None, timeout_s: float = 10):
+    """Every record of a one-partition topic (waits until ``expected`` arrived)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    end = consumer.end_offsets([tp])[tp]
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while consumer.position(tp) < end and time.monotonic() < deadline:
+        for recs in consumer.poll(timeout_ms=500).values():
+            out.extend(recs)
+    consumer.close()
+    if expected is not None:
+        assert len(out) == expected, f"{topic}: {len(out)} records, expected {expected}"
+    return out
+
+
+def tick(settings: Settings, instance: DagsterInstance, cursor: str | None = None):
+    """One evaluation of the storage topic sensor for ``settings``."""
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    with build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources=build_resources(settings)
+    ) as ctx:
+        return sensor.evaluate_tick(ctx)
+
+
+def ranges(result) -> list[tuple[int, int, int]]:
+    """(partition, start, end) of each run a tick requested."""
+    out = []
+    for r in result.run_requests:
+        rng = range_from_run_config(r.run_config)
+        out.append((rng.partition, rng.start, rng.end))
+    return out

@@ -29,23 +29,13 @@ from pathlib import Path
 from kafka import KafkaProducer
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.core import schema as S
-from wado_pipeline.core.batch import group
-from wado_pipeline.core.parallel import process_records, shutdown_pool
-from wado_pipeline.core.wire import encode_row, image_key, state_key
-from wado_pipeline.resources.doris import DorisResource
-from wado_pipeline.resources.kafka import KafkaResource, OutgoingMessage
-from wado_pipeline.resources.postgres import PostgresResource
-from wado_pipeline.sandbox import dagster_home, dagster_process, namespace
+from wado_pipeline.assets import steps
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.parallel import shutdown_pool
+from wado_pipeline.definitions import build_resources
+from wado_pipeline.dev.sandbox import dagster_home, dagster_process, namespace
+from wado_pipeline.dev.synthetic import synthetic_archive
 from wado_pipeline.settings import Settings
-from wado_pipeline.synthetic import synthetic_archive
-
-PROJECT = Path(__file__).resolve().parents[1]
-PARTITIONS = 3
-
-
-# ------------------------------------------------------------------ namespaces
-
 
 # ------------------------------------------------------------------ data
 
@@ -86,44 +76,39 @@ def produce(s: Settings, messages: list[dict], rate: float | None = None) -> dic
 
 
 def core_loop(s: Settings, n: int) -> dict:
-    """The ops' work in a plain loop: no Dagster, same resource and core calls."""
-    kafka = KafkaResource(bootstrap=s.kafka_bootstrap)
-    pg = PostgresResource(url=s.postgres_url, schema_name=s.postgres_schema)
-    doris = DorisResource(url=s.doris_url, flavor="mariadb")
+    """The ops' steps (``assets.steps``) in a plain loop over the same resources the
+    runs get from ``definitions``: no Dagster, the same calls."""
+    resources = build_resources(s, env_secrets=False)
+    kafka, pg, doris = resources["kafka"], resources["postgres"], resources["doris"]
+    ingest = resources["ingest"]
     pg.ensure_tables()
     doris.ensure_tables()
-    stages = dict.fromkeys(("read_s", "parse_s", "publish_s", "postgres_s", "doris_s"), 0.0)
+    stages = dict.fromkeys(
+        ("read_s", "parse_s", "publish_s", "postgres_s", "doris_s", "rejects_s"), 0.0
+    )
     batches = 0
     t0 = time.perf_counter()
     for o in kafka.partition_offsets(s.storage_topic):
         for start in range(o.beginning, o.end, s.max_batch_messages):
-            end = min(o.end, start + s.max_batch_messages)
-            t = time.perf_counter()
-            records = kafka.read_range(s.storage_topic, o.partition, start, end)
-            stages["read_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            g = group(process_records(records, s.storage_roots, s.parse_workers))
-            stages["parse_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            kafka.publish(
-                s.state_topic, [OutgoingMessage(state_key(r), encode_row(r)) for r in g.states]
+            rng = OffsetRange(
+                s.storage_topic, o.partition, start, min(o.end, start + s.max_batch_messages)
             )
-            kafka.publish(
-                s.image_topic, [OutgoingMessage(image_key(r), encode_row(r)) for r in g.images]
-            )
+            batch = steps.read(kafka, rng, ingest.roots, ingest.parse_workers)
+            stages["read_s"] += batch.timings["read_s"]
+            stages["parse_s"] += batch.timings["parse_s"]
+            t = time.perf_counter()
+            steps.publish(kafka, batch, s.state_topic, s.image_topic)
             stages["publish_s"] += time.perf_counter() - t
-            rows = {
-                S.OBJECT_META.name: g.objects,
-                S.STATE_META.name: g.states,
-                S.IMAGE_META.name: g.images,
-            }
             t = time.perf_counter()
-            pg.write_batch(rows)
+            pg.write_batch(batch.table_rows(), rng)
             stages["postgres_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            doris.write_batch(rows)
+            doris.write_batch(batch.table_rows(), rng)
             stages["doris_s"] += time.perf_counter() - t
-            kafka.commit_processed(s.consumer_group, s.storage_topic, o.partition, start, end)
+            t = time.perf_counter()
+            steps.write_rejects(kafka, pg, batch, s.dlq_topic, "core-loop")
+            stages["rejects_s"] += time.perf_counter() - t
+            steps.commit(kafka, s.consumer_group, rng)
             batches += 1
     elapsed = time.perf_counter() - t0
     shutdown_pool()

@@ -8,17 +8,17 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.sandbox import dagster_process
-from wado_pipeline.sensors.kafka_offsets import PARTITION_TAG, RANGE_TAG
-from wado_pipeline_tests.pipeline import (
+from wado_pipeline.core.contract import PARTITION_TAG, RANGE_TAG
+from wado_pipeline.dev.sandbox import dagster_process
+from wado_pipeline_tests.support import (
     encode,
     processes_mentioning,
     synthetic_messages,
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 def test_daemon_ingests_without_manual_steps(

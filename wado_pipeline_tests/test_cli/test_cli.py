@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from dagster import instance_for_test
 
-from wado_pipeline_tests.pipeline import dump_tables, run_range
+from wado_pipeline_tests.support import dump_tables, run_range
+
+pytestmark = pytest.mark.stack
 
 
 def cli(settings, *args, check=True):

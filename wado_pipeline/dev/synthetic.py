@@ -10,16 +10,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pydicom import config as pydicom_config
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from wado_pipeline.cli.receiver import store_message
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -139,56 +139,6 @@ def storage_path(root: Path, tenant_id: str, spec: InstanceSpec) -> Path:
     return root / tenant_id / spec.study_uid / spec.series_uid / f"{spec.sop_uid}.dcm"
 
 
-def _frames(ds: Dataset) -> int:
-    try:
-        return int(str(ds.get("NumberOfFrames", 1) or 1))
-    except ValueError:
-        return 1  # the receiver reports 1 for a malformed NumberOfFrames
-
-
-def store_message(
-    path: Path,
-    ds: Dataset,
-    tenant_id: str,
-    *,
-    trace_id: str | None = None,
-    created_time: datetime | None = None,
-    file_size: int | None = None,
-) -> dict[str, Any]:
-    """The JSON object the receiver publishes for a stored file."""
-    from wado_pipeline.core.seahash import uid_hash
-
-    study = str(ds.get("StudyInstanceUID", ""))
-    series = str(ds.get("SeriesInstanceUID", ""))
-    created = created_time or datetime.now()
-    raw_date = str(ds.get("StudyDate", "") or "19000101")
-    study_date = (
-        f"{raw_date[:4]}-{raw_date[4:6]}-{raw_date[6:8]}" if len(raw_date) == 8 else "1900-01-01"
-    )
-    return {
-        "trace_id": trace_id or str(uuid.uuid4()),
-        "worker_node_id": "storescp-1",
-        "tenant_id": tenant_id,
-        "patient_id": str(ds.get("PatientID", "")),
-        "study_uid": study,
-        "series_uid": series,
-        "sop_uid": str(ds.get("SOPInstanceUID", "")),
-        "file_size": file_size if file_size is not None else path.stat().st_size,
-        "file_path": str(path),
-        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
-        "number_of_frames": _frames(ds),
-        "created_time": created.isoformat(),
-        "series_uid_hash": uid_hash(series) if series else "",
-        "study_uid_hash": uid_hash(study) if study else "",
-        "accession_number": str(ds.get("AccessionNumber", "")),
-        "target_ts": str(ds.file_meta.TransferSyntaxUID),
-        "study_date": study_date,
-        "transfer_status": "Success",
-        "source_ip": "127.0.0.1",
-        "source_ae": "MODALITY1",
-    }
-
-
 PATIENTS = (
     ("PAT1001", "Müller^Jürgen", "ISO_IR 192"),
     ("PAT1002", "Yamada^Tarou=山田^太郎=やまだ^たろう", "ISO_IR 192"),
@@ -233,8 +183,3 @@ def synthetic_archive(
         path = storage_path(root, tenant_id, spec)
         write_dataset(ds, path)
         yield path, ds, store_message(path, ds, tenant_id, trace_id=str(uuid.uuid4()))
-
-
-def read_back(path: Path) -> Dataset:
-    """Read a file the way the tests' independent expectations do."""
-    return pydicom.dcmread(path, stop_before_pixels=True)

@@ -23,7 +23,7 @@ from wado_pipeline.core.extract import extract
 from wado_pipeline.core.message import parse_store_message
 from wado_pipeline.core.parallel import process_records
 from wado_pipeline.core.rejection import Rejected
-from wado_pipeline.synthetic import synthetic_archive
+from wado_pipeline.dev.synthetic import synthetic_archive
 
 
 def _best_rate(n: int, fn: Callable[[], object], repeat: int) -> float:
@@ -52,7 +52,7 @@ def pydicom_corpus_messages(root: Path) -> list[tuple[Path, bytes]]:
 
     from pydicom.data import get_testdata_files
 
-    from wado_pipeline.synthetic import store_message
+    from wado_pipeline.cli.receiver import store_message
 
     out = []
     for i, name in enumerate(sorted(set(get_testdata_files("*.dcm")))):

@@ -1,0 +1,110 @@
+"""The steps of one batch, as plain functions of resources: what each op does, and what
+the benchmark's core loop calls, so the two cannot drift apart. No Dagster here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from wado_pipeline.core import schema as S
+from wado_pipeline.core.batch import GroupedBatch, group
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.dead_letter import dead_letter, payload_for_table
+from wado_pipeline.core.parallel import process_records
+from wado_pipeline.core.progress import PartitionProgress
+from wado_pipeline.core.wire import encode_row, image_key, state_key
+from wado_pipeline.resources.kafka import KafkaResource, OutgoingMessage
+from wado_pipeline.resources.postgres import PostgresResource
+
+
+class CountsDoNotReconcile(Exception):
+    """A consumed message is neither accepted nor rejected: a bug, never bad input."""
+
+
+@dataclass
+class Batch:
+    """What ``read`` hands to the writing steps."""
+
+    range: OffsetRange
+    grouped: GroupedBatch
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def table_rows(self) -> dict[str, list[dict]]:
+        g = self.grouped
+        return {
+            S.OBJECT_META.name: g.objects,
+            S.STATE_META.name: g.states,
+            S.IMAGE_META.name: g.images,
+        }
+
+
+def read(kafka: KafkaResource, rng: OffsetRange, roots: tuple[Path, ...], workers: int) -> Batch:
+    """Read exactly the offset range, parse every message, group the rows. Parsing may
+    start a process pool (``core.parallel``); a run worker shuts it down after the step."""
+    t0 = time.perf_counter()
+    records = kafka.read_range(rng.topic, rng.partition, rng.start, rng.end)
+    batch = Batch(rng, GroupedBatch())
+    batch.timings["read_s"] = round(time.perf_counter() - t0, 4)
+    t1 = time.perf_counter()
+    batch.grouped = group(process_records(records, roots, workers))
+    batch.timings["parse_s"] = round(time.perf_counter() - t1, 4)
+    g = batch.grouped
+    if not g.reconciles:
+        raise CountsDoNotReconcile(
+            f"counts do not reconcile: {g.consumed} != {g.accepted} + {len(g.rejections)}"
+        )
+    return batch
+
+
+def publish(kafka: KafkaResource, batch: Batch, state_topic: str, image_topic: str):
+    """State records keyed by series, image records keyed by SOP instance (as upstream).
+    Returns (state messages, image messages)."""
+    g = batch.grouped
+    n_state = kafka.publish(
+        state_topic, [OutgoingMessage(state_key(r), encode_row(r)) for r in g.states]
+    )
+    n_image = kafka.publish(
+        image_topic, [OutgoingMessage(image_key(r), encode_row(r)) for r in g.images]
+    )
+    return n_state, n_image
+
+
+def write_rejects(
+    kafka: KafkaResource, postgres: PostgresResource, batch: Batch, dlq_topic: str, run_id: str
+) -> tuple[int, int]:
+    """Rejected messages to the dead-letter topic (cut to fit where a site's topic is too
+    small) and to ``dicom_ingest_error`` with the full original value. Returns
+    (dead letters, dead letters cut)."""
+    g, rng = batch.grouped, batch.range
+    letters = [dead_letter(r, rng.topic, run_id) for r in g.rejections]
+    n, cut = kafka.publish_dead_letters(dlq_topic, letters)
+    now = datetime.now().replace(tzinfo=None)
+    rows = []
+    for r in g.rejections:
+        payload, encoding = payload_for_table(r.payload)
+        rows.append(
+            {
+                "topic": rng.topic,
+                "partition": r.partition,
+                "offset": r.offset,
+                "reason": str(r.reason),
+                "detail": r.detail,
+                "trace_id": r.trace_id,
+                "run_id": run_id,
+                "payload": payload,
+                "payload_encoding": encoding,
+                "created_time": now,
+            }
+        )
+    if rows:
+        postgres.ensure_tables()
+        postgres.write_batch({S.INGEST_ERROR.name: rows})
+    return n, cut
+
+
+def commit(kafka: KafkaResource, consumer_group: str, rng: OffsetRange) -> PartitionProgress:
+    """Record the range as processed; the group's offset moves over the contiguous
+    prefix of processed ranges only (``core.progress``)."""
+    return kafka.commit_processed(consumer_group, rng.topic, rng.partition, rng.start, rng.end)

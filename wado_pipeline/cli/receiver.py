@@ -1,0 +1,76 @@
+"""What the DICOM receiver publishes for a file it stored: the store message, and where
+it puts the file (``<root>/<tenant>/<study>/<series>/<sop>.dcm``).
+
+Used by ``wado-pipeline produce`` to publish files as the receiver would (a demo, or a
+backfill of an existing archive), and by the development tooling.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from wado_pipeline.core.seahash import uid_hash
+
+
+def receiver_layout(root: Path, tenant: str, ds: Dataset) -> Path:
+    """Where the receiver stores a file: ``<root>/<tenant>/<study>/<series>/<sop>.dcm``."""
+    return (
+        root
+        / tenant
+        / str(ds.StudyInstanceUID)
+        / str(ds.SeriesInstanceUID)
+        / f"{ds.SOPInstanceUID}.dcm"
+    )
+
+
+def _frames(ds: Dataset) -> int:
+    try:
+        return int(str(ds.get("NumberOfFrames", 1) or 1))
+    except ValueError:
+        return 1  # the receiver reports 1 for a malformed NumberOfFrames
+
+
+def store_message(
+    path: Path,
+    ds: Dataset,
+    tenant_id: str,
+    *,
+    trace_id: str | None = None,
+    created_time: datetime | None = None,
+    file_size: int | None = None,
+) -> dict[str, Any]:
+    """The JSON object the receiver publishes for a stored file."""
+    study = str(ds.get("StudyInstanceUID", ""))
+    series = str(ds.get("SeriesInstanceUID", ""))
+    created = created_time or datetime.now()
+    raw_date = str(ds.get("StudyDate", "") or "19000101")
+    study_date = (
+        f"{raw_date[:4]}-{raw_date[4:6]}-{raw_date[6:8]}" if len(raw_date) == 8 else "1900-01-01"
+    )
+    return {
+        "trace_id": trace_id or str(uuid.uuid4()),
+        "worker_node_id": "storescp-1",
+        "tenant_id": tenant_id,
+        "patient_id": str(ds.get("PatientID", "")),
+        "study_uid": study,
+        "series_uid": series,
+        "sop_uid": str(ds.get("SOPInstanceUID", "")),
+        "file_size": file_size if file_size is not None else path.stat().st_size,
+        "file_path": str(path),
+        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+        "number_of_frames": _frames(ds),
+        "created_time": created.isoformat(),
+        "series_uid_hash": uid_hash(series) if series else "",
+        "study_uid_hash": uid_hash(study) if study else "",
+        "accession_number": str(ds.get("AccessionNumber", "")),
+        "target_ts": str(ds.file_meta.TransferSyntaxUID),
+        "study_date": study_date,
+        "transfer_status": "Success",
+        "source_ip": "127.0.0.1",
+        "source_ae": "MODALITY1",
+    }

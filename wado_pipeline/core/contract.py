@@ -1,0 +1,74 @@
+"""The contract between the sensor, the runs, the checks and the operator tools.
+
+One place for every name that crosses a layer: the job, graph, op and sensor names,
+the run-config shape of a batch (and its inverse), the run tags, the dead-letter
+headers and the storage topic's check names. A run is defined by its offset range
+alone, so a rerun replays it exactly and no patient data reaches run config or tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from wado_pipeline.core.batching import OffsetRange
+
+JOB_NAME = "ingest_job"
+SENSOR_NAME = "storage_topic_sensor"
+GRAPH_NAME = "ingest_batch"  # the graph-backed multi-asset of one batch
+READ_OP = "read_batch"  # the op whose config is the offset range
+
+# Run tags
+PARTITION_TAG = "wado/partition"  # "<topic>-<partition>": one run per partition at a time
+RANGE_TAG = "wado/offsets"  # "<start>-<end>", end exclusive
+RELAUNCH_TAG = "wado/relaunch"  # n-th relaunch of an unprocessed range by the sensor
+REPLAY_TAG = "wado/replay"  # "manual": launched by `wado-pipeline replay`
+
+# Checks on the storage topic
+LOST_CHECK = "no_offsets_lost"
+UNPROCESSED_CHECK = "no_failed_batches"
+
+# Dead-letter headers (read by `wado-pipeline dlq` and a site's tools)
+HEADER_REASON = "wado.reason"
+HEADER_DETAIL = "wado.detail"
+HEADER_TOPIC = "wado.topic"
+HEADER_PARTITION = "wado.partition"
+HEADER_OFFSET = "wado.offset"
+HEADER_RUN_ID = "wado.run_id"
+# Only on a dead letter whose value was cut to fit the dead-letter topic: the original
+# value's length in bytes (the full value is in dicom_ingest_error).
+HEADER_TRUNCATED_FROM = "wado.truncated_from_bytes"
+# On a message `wado-pipeline dlq requeue` put back on the storage topic.
+HEADER_REQUEUED_FROM = "wado.requeued_from"
+
+
+def run_config_for(rng: OffsetRange) -> dict[str, Any]:
+    """Run config of a batch: the offset range only (reruns replay it exactly)."""
+    config = {"topic": rng.topic, "partition": rng.partition, "start": rng.start, "end": rng.end}
+    return {"ops": {GRAPH_NAME: {"ops": {READ_OP: {"config": config}}}}}
+
+
+def range_from_run_config(run_config: Mapping[str, Any]) -> OffsetRange:
+    """The batch's offset range back from a run's config (inverse of ``run_config_for``)."""
+    cfg = run_config["ops"][GRAPH_NAME]["ops"][READ_OP]["config"]
+    return OffsetRange(cfg["topic"], cfg["partition"], cfg["start"], cfg["end"])
+
+
+def partition_tag(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def tags_for(rng: OffsetRange) -> dict[str, str]:
+    return {
+        PARTITION_TAG: partition_tag(rng.topic, rng.partition),
+        RANGE_TAG: f"{rng.start}-{rng.end}",
+    }
+
+
+def range_from_tags(tags: Mapping[str, str]) -> tuple[int, int] | None:
+    """``(start, end)`` of a run from its range tag, or None when it has none."""
+    try:
+        start, end = (int(x) for x in tags.get(RANGE_TAG, "").split("-"))
+    except ValueError:
+        return None
+    return start, end

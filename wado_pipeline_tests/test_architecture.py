@@ -1,0 +1,115 @@
+"""The shape of the package, checked from its source: imports run one way, the core is
+pure, the development package stays out of production, the root holds only the
+definitions and the settings, and the README's settings table is the settings'."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from wado_pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "wado_pipeline"
+
+# layer -> the layers it may import (besides itself and the settings leaf)
+ALLOWED = {
+    "core": set(),
+    "resources": {"core"},
+    "sensors": {"core", "resources"},
+    "assets": {"core", "resources"},
+    "definitions": {"core", "resources", "sensors", "assets"},
+    "cli": {"core", "resources", "sensors", "assets", "definitions"},
+    "dev": {"core", "resources", "sensors", "assets", "definitions", "cli"},
+}
+# The pure core: no orchestration, broker or database libraries.
+CORE_FORBIDDEN = ("dagster", "kafka", "sqlalchemy", "psycopg2", "pymysql", "requests")
+
+
+def layer_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def imports(path: Path, top_level_only: bool) -> list[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out = []
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.append(node.module)
+        elif isinstance(node, ast.Import):
+            out.extend(a.name for a in node.names)
+    return out
+
+
+def modules():
+    return [p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE]
+
+
+def test_package_root_holds_only_definitions_and_settings():
+    files = {p.name for p in PACKAGE.glob("*.py")}
+    assert files == {"__init__.py", "definitions.py", "settings.py"}
+
+
+def test_imports_run_one_way():
+    wrong = []
+    for path in modules():
+        layer = layer_of(path)
+        if layer == "settings":
+            continue
+        top = set(imports(path, top_level_only=True))
+        for name in imports(path, top_level_only=False):
+            if layer == "cli" and name.startswith("wado_pipeline.dev") and name not in top:
+                continue  # loaded on demand by `bench` and `produce --synthetic` only
+            if not name.startswith("wado_pipeline."):
+                continue
+            target = name.split(".")[1]
+            if target in (layer, "settings"):
+                continue
+            if target not in ALLOWED[layer]:
+                wrong.append(f"{path.relative_to(ROOT)} ({layer}) imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_core_is_pure():
+    wrong = [
+        f"{p.relative_to(ROOT)} imports {name}"
+        for p in (PACKAGE / "core").rglob("*.py")
+        for name in imports(p, top_level_only=False)
+        if name.split(".")[0] in CORE_FORBIDDEN
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_development_package_is_not_part_of_production():
+    """Nothing imports wado_pipeline.dev at module level outside it; loading the
+    definitions and the CLI leaves it unloaded (``bench`` and ``produce --synthetic``
+    load it on demand)."""
+    wrong = [
+        f"{p.relative_to(ROOT)} imports {name}"
+        for p in modules()
+        if layer_of(p) != "dev"
+        for name in imports(p, top_level_only=True)
+        if name.startswith("wado_pipeline.dev")
+    ]
+    assert not wrong, "\n".join(wrong)
+    probe = (
+        "import sys, wado_pipeline.definitions, wado_pipeline.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('wado_pipeline.dev')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_readme_settings_table_is_the_settings():
+    readme = (ROOT / "README.md").read_text()
+    assert Settings.markdown_table() in readme
+
+
+def test_every_setting_round_trips_through_the_environment():
+    defaults = Settings()
+    assert Settings.from_env(defaults.to_env()) == defaults
+    assert Settings.from_env({}) == defaults
