@@ -12,6 +12,7 @@ from kafka.admin import NewPartitions
 from wado_pipeline.definitions import build_definitions, build_resources
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.sensors.kafka_offsets import PARTITION_TAG, RANGE_TAG
+from wado_pipeline_tests.pipeline import wait_until
 
 
 def tick(settings, instance, cursor=None):
@@ -131,12 +132,22 @@ def test_missing_topic_skips(settings):
     assert result.cursor in (None, '{"v":1}')
 
 
-def test_new_partition_is_picked_up(settings, produce, admin):
+def test_new_partition_is_picked_up(settings, admin):
     with instance_for_test() as instance:
         cursor = tick(settings, instance).cursor
         assert set(json.loads(cursor)["partitions"]) == {"0", "1", "2"}
         admin.create_partitions({settings.storage_topic: NewPartitions(total_count=4)})
-        produce([b"{}"] * 50, partition=3)
+
+        def visible():  # the new partition reaches the broker's metadata
+            (meta,) = admin.describe_topics([settings.storage_topic])
+            return len(meta["partitions"]) == 4
+
+        wait_until(visible, 60, "the new partition in the topic's metadata", interval=0.2)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)  # fresh metadata
+        for _ in range(50):
+            producer.send(settings.storage_topic, b"{}", partition=3)
+        producer.flush()
+        producer.close()
         result = tick(settings, instance, cursor)
     assert ranges(result) == [(3, 0, 50)]
 
