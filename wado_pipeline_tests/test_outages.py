@@ -82,12 +82,21 @@ def failure_texts(instance: DagsterInstance) -> list[str]:
     return texts
 
 
+def error_chain(err) -> str:
+    """An error's message with those of its causes and contexts."""
+    parts = []
+    while err is not None:
+        parts.append(err.message)
+        err = err.cause or getattr(err, "context", None)
+    return " <- ".join(parts)
+
+
 def failed_tick_errors(instance: DagsterInstance) -> list[str]:
     out = []
     for state in instance.all_instigator_state():
         for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=500):
             if tick.error is not None:
-                out.append(tick.error.message)
+                out.append(error_chain(tick.error))
     return out
 
 
