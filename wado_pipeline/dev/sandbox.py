@@ -75,7 +75,8 @@ def dagster_home(directory: Path, postgres_url: str) -> Iterator[tuple[Path, str
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
     db = "dagster_" + uuid.uuid4().hex[:8]
     base = make_url(postgres_url)
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may have restarted PostgreSQL since this engine last connected
+    admin = create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{db}"'))
     url = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(False)
