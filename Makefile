@@ -53,6 +53,7 @@ format: install
 # (run history survives restarts) and the sensor running.
 DAGSTER_HOME_DIR := $(CURDIR)/.dagster_home
 dev: up
+	$(BIN)/wado-pipeline init-db  # as the tables' owner: the runs only read and upsert
 	mkdir -p $(DAGSTER_HOME_DIR)
 	cp dagster.yaml $(DAGSTER_HOME_DIR)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
@@ -70,6 +71,7 @@ demo: up
 	  $(BIN)/wado-pipeline produce --synthetic 1200 --seed demo --tenant $(DEMO_TENANT) && \
 	  $(BIN)/wado-pipeline produce "$$($(BIN)/python -c 'import os, pydicom.data as d; print(os.path.dirname(d.get_testdata_file("CT_small.dcm")))')" --tenant $(DEMO_TENANT) && \
 	  touch .stack/demo-published; fi
+	$(BIN)/wado-pipeline init-db  # as the tables' owner: the runs only read and upsert
 	mkdir -p $(DAGSTER_HOME_DIR)
 	cp dagster.yaml $(DAGSTER_HOME_DIR)/dagster.yaml
 	@echo

@@ -199,6 +199,14 @@ class Settings:
         "a `STARTED` run that stored no event for this long lost its worker: the sensor "
         "marks it failed and its range is run again",
     )
+    dead_letter_payload: str = _setting(
+        "WADO_DEAD_LETTER_PAYLOAD",
+        "full",
+        "`full`: dead letters carry the original value; `masked`: identifying fields "
+        "(patient ID, accession number, UIDs, file path, source IP) are masked, for sites "
+        "whose Kafka is widely readable (the full value stays in `dicom_ingest_error`)",
+        choices=("full", "masked"),
+    )
     kafka_timeout_seconds: float = _setting(
         "WADO_KAFKA_TIMEOUT_SECONDS",
         3.0,

@@ -37,7 +37,7 @@ from wado_pipeline.resources.doris import DorisBackend
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource, OffsetRangeUnavailable
 from wado_pipeline.resources.postgres import PostgresResource
-from wado_pipeline.resources.sql import SqlBackend
+from wado_pipeline.resources.sql import SqlBackend, TablesNotReady
 
 TABLE_OUTS = {t.name: Out(Nothing) for t in S.PIPELINE_TABLES}
 
@@ -88,9 +88,17 @@ def publish_records(
     yield Output(None, "image", metadata={**meta, "messages": n_image, "publish_s": elapsed})
 
 
+def _check(backend: SqlBackend) -> None:
+    """The run's tables exist and match (catalog only: runs need DML, never DDL)."""
+    try:
+        backend.check_tables()
+    except TablesNotReady as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+
+
 def _write_tables(batch: Batch, backend: SqlBackend):
     t0 = time.perf_counter()
-    backend.ensure_tables()
+    _check(backend)
     counts = backend.write_batch(batch.table_rows(), batch.range)
     elapsed = round(time.perf_counter() - t0, 4)
     for t in S.PIPELINE_TABLES:
@@ -120,7 +128,16 @@ def write_rejects(
     """Rejected messages: the original value to the dead-letter topic (reason, source
     partition and offset in headers) and a row in ``dicom_ingest_error`` that keeps the
     full original value, even when the dead letter had to be cut to fit its topic."""
-    n, cut = steps.write_rejects(kafka, postgres, batch, ingest.dlq_topic, context.run_id)
+    if batch.grouped.rejections:
+        _check(postgres)
+    n, cut = steps.write_rejects(
+        kafka,
+        postgres,
+        batch,
+        ingest.dlq_topic,
+        context.run_id,
+        mask=ingest.dead_letter_payload == "masked",
+    )
     if cut:
         context.log.warning(f"{cut} dead letter(s) cut to fit {ingest.dlq_topic}")
     by_reason = batch.grouped.rejects_by_reason()

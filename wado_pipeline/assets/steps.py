@@ -11,7 +11,7 @@ from pathlib import Path
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batch import GroupedBatch, group
 from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.dead_letter import dead_letter, payload_for_table
+from wado_pipeline.core.dead_letter import dead_letter, masked, payload_for_table
 from wado_pipeline.core.parallel import process_records
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.wire import encode_row, image_key, state_key
@@ -72,13 +72,20 @@ def publish(kafka: KafkaResource, batch: Batch, state_topic: str, image_topic: s
 
 
 def write_rejects(
-    kafka: KafkaResource, postgres: PostgresResource, batch: Batch, dlq_topic: str, run_id: str
+    kafka: KafkaResource,
+    postgres: PostgresResource,
+    batch: Batch,
+    dlq_topic: str,
+    run_id: str,
+    mask: bool = False,
 ) -> tuple[int, int]:
     """Rejected messages to the dead-letter topic (cut to fit where a site's topic is too
-    small) and to ``dicom_ingest_error`` with the full original value. Returns
-    (dead letters, dead letters cut)."""
+    small; identifying fields masked with ``mask``) and to ``dicom_ingest_error`` with
+    the full original value. Returns (dead letters, dead letters cut)."""
     g, rng = batch.grouped, batch.range
     letters = [dead_letter(r, rng.topic, run_id) for r in g.rejections]
+    if mask:
+        letters = [masked(d) for d in letters]
     n, cut = kafka.publish_dead_letters(dlq_topic, letters)
     now = datetime.now().replace(tzinfo=None)
     rows = []
@@ -99,7 +106,7 @@ def write_rejects(
             }
         )
     if rows:
-        postgres.ensure_tables()
+        postgres.check_tables()
         postgres.write_batch({S.INGEST_ERROR.name: rows})
     return n, cut
 

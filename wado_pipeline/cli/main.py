@@ -46,9 +46,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    from wado_pipeline.resources.tables import doris_ddl, sql_ddl
+    from sqlalchemy.engine import make_url
+
+    from wado_pipeline.resources.tables import doris_ddl, grants_sql, sql_ddl
 
     settings = Settings.from_env()
+    if args.print_grants:
+        backends = [args.backend] if args.backend else ["postgres", "mariadb", "doris"]
+        for i, backend in enumerate(backends):
+            url = settings.postgres_url if backend == "postgres" else settings.doris_url
+            database = make_url(url).database or ""
+            if i:
+                sys.stdout.write("\n")
+            sys.stdout.write(
+                grants_sql(
+                    backend, args.print_grants, args.reader, database, settings.postgres_schema
+                )
+            )
+        return EXIT_OK
     if args.print_ddl:
         if args.print_ddl == "doris":
             sys.stdout.write(doris_ddl(settings.doris_buckets, settings.doris_replication_num))
@@ -58,9 +73,9 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     from wado_pipeline.definitions import build_resources
 
     resources = build_resources(settings, env_secrets=False)
-    resources["postgres"].ensure_tables()
+    resources["postgres"].create_tables()
     print(f"PostgreSQL tables ready (schema {settings.postgres_schema})")
-    resources["doris"].ensure_tables()
+    resources["doris"].create_tables()
     print(f"Doris tables ready (flavor {settings.doris_flavor})")
     return EXIT_OK
 
@@ -203,11 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "init-db",
-        help="create the tables in PostgreSQL and Doris, or print their DDL",
-        description="Create the pipeline's tables (idempotent). With --print-ddl, "
-        "print the DDL for one backend instead and touch nothing.",
+        help="create the tables in PostgreSQL and Doris, or print their DDL or grants",
+        description="Create the pipeline's tables (idempotent; run it as the tables' owner: "
+        "the pipeline's runs only read and upsert). With --print-ddl, print the DDL for one "
+        "backend instead; with --print-grants ROLE, the least-privilege grants. Both touch "
+        "nothing.",
     )
     p.add_argument("--print-ddl", choices=("postgres", "mariadb", "doris"))
+    p.add_argument(
+        "--print-grants",
+        metavar="ROLE",
+        help="print least-privilege grants for the pipeline's role ROLE (and a read-only "
+        "role, --reader) instead: what a DBA runs after init-db",
+    )
+    p.add_argument("--reader", default="wado_reader", help="the read-only role (wado_reader)")
+    p.add_argument(
+        "--backend",
+        choices=("postgres", "mariadb", "doris"),
+        help="with --print-grants: one backend only (default: all three)",
+    )
     p.set_defaults(func=cmd_init_db)
 
     p = sub.add_parser(

@@ -38,6 +38,9 @@ HEADER_RUN_ID = "wado.run_id"
 # Only on a dead letter whose value was cut to fit the dead-letter topic: the original
 # value's length in bytes (the full value is in dicom_ingest_error).
 HEADER_TRUNCATED_FROM = "wado.truncated_from_bytes"
+# Only on a dead letter of a site that masks them (WADO_DEAD_LETTER_PAYLOAD=masked):
+# "fields" (identifying fields masked) or "value-omitted" (not a JSON object).
+HEADER_MASKED = "wado.masked"
 # On a message `wado-pipeline dlq requeue` put back on the storage topic.
 HEADER_REQUEUED_FROM = "wado.requeued_from"
 

@@ -8,11 +8,13 @@ Pure: the Kafka resource sends what this builds. Header names are in ``core.cont
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 
 from wado_pipeline.core.batch import RejectedRecord
 from wado_pipeline.core.contract import (
     HEADER_DETAIL,
+    HEADER_MASKED,
     HEADER_OFFSET,
     HEADER_PARTITION,
     HEADER_REASON,
@@ -62,6 +64,41 @@ def dead_letter(rejection: RejectedRecord, topic: str, run_id: str) -> DeadLette
             (HEADER_RUN_ID, run_id.encode()),
         ),
     )
+
+
+# Fields of a store message that identify a patient or lead back to one (the UIDs and
+# the file path name the study). Masked in dead letters when a site asks for it.
+IDENTIFYING_FIELDS = (
+    "patient_id",
+    "accession_number",
+    "study_uid",
+    "series_uid",
+    "sop_uid",
+    "study_uid_hash",
+    "series_uid_hash",
+    "file_path",
+    "source_ip",
+)
+MASK = "***"
+
+
+def masked(letter: DeadLetter) -> DeadLetter:
+    """The dead letter with identifying fields masked (the full value stays in
+    ``dicom_ingest_error``). A value that is not a JSON object cannot be masked field
+    by field and is left out; a header says which was done."""
+    try:
+        obj = json.loads(letter.value) if letter.value is not None else None
+    except (ValueError, RecursionError):
+        obj = None
+    if isinstance(obj, dict):
+        for name in IDENTIFYING_FIELDS:
+            if name in obj and obj[name] is not None:
+                obj[name] = MASK
+        value: bytes | None = json.dumps(obj).encode()
+        how = b"fields"
+    else:
+        value, how = None, b"value-omitted"
+    return DeadLetter(letter.key, value, (*letter.headers, (HEADER_MASKED, how)))
 
 
 def payload_for_table(value: bytes | None) -> tuple[str | None, str | None]:

@@ -81,8 +81,8 @@ def core_loop(s: Settings, n: int) -> dict:
     resources = build_resources(s, env_secrets=False)
     kafka, pg, doris = resources["kafka"], resources["postgres"], resources["doris"]
     ingest = resources["ingest"]
-    pg.ensure_tables()
-    doris.ensure_tables()
+    pg.create_tables()  # as the tables' owner would, with init-db
+    doris.create_tables()
     stages = dict.fromkeys(
         ("read_s", "parse_s", "publish_s", "postgres_s", "doris_s", "rejects_s"), 0.0
     )

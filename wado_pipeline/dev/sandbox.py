@@ -23,6 +23,7 @@ from kafka import KafkaAdminClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from wado_pipeline.definitions import build_resources
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import Settings, topic_specs
 
@@ -52,6 +53,11 @@ def namespace(base: Settings, root: Path, prefix: str, **overrides) -> Iterator[
     maria = create_engine(base.doris_url, pool_pre_ping=True)
     with maria.begin() as conn:
         conn.execute(text(f"CREATE DATABASE `{tag}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    # The tables, as a site's DBA makes them (`wado-pipeline init-db`): runs only check them.
+    owner = build_resources(s, env_secrets=False)
+    for backend in (owner["postgres"], owner["doris"]):
+        backend.create_tables()
+        backend.dispose()
     try:
         yield s
     finally:

@@ -40,6 +40,9 @@ class DorisBackend(SqlBackend):
         all_tables = sa_tables(None)
         return {t.name: all_tables[t.name] for t in S.PIPELINE_TABLES}
 
+    def _catalog(self, conn) -> dict[str, dict[str, str]]:
+        return self._catalog_query(conn, "table_schema = DATABASE()", {})
+
 
 class MariaDBResource(DorisBackend):
     service_name: ClassVar[str] = "MariaDB (Doris stand-in)"

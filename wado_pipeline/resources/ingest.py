@@ -32,6 +32,7 @@ class IngestSettings(ConfigurableResource):
     max_batch_messages: int = DEFAULTS.max_batch_messages
     max_inflight_per_partition: int = DEFAULTS.max_inflight_per_partition
     run_stale_seconds: float = DEFAULTS.run_stale_seconds
+    dead_letter_payload: str = DEFAULTS.dead_letter_payload
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestSettings:
@@ -48,6 +49,7 @@ class IngestSettings(ConfigurableResource):
             max_batch_messages=settings.max_batch_messages,
             max_inflight_per_partition=settings.max_inflight_per_partition,
             run_stale_seconds=settings.run_stale_seconds,
+            dead_letter_payload=settings.dead_letter_payload,
         )
 
     @property

@@ -53,6 +53,13 @@ class PostgresResource(SqlBackend):
         for t in self.tables.values():
             t.create(conn, checkfirst=True)
 
+    def _catalog(self, conn) -> dict[str, dict[str, str]]:
+        return self._catalog_query(conn, "table_schema = :schema", {"schema": self.schema_name})
+
+    @property
+    def location(self) -> str:
+        return f"{super().location} schema {self.schema_name}"
+
     def _write(self, rows_by_table: Rows, rng: OffsetRange | None) -> dict[str, int]:
         """All tables in one transaction (all or nothing)."""
         tables = self.tables

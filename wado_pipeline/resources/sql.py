@@ -9,9 +9,11 @@ from typing import Any, ClassVar
 
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine, Table, bindparam, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
 from wado_pipeline.resources.retry import with_retries
 from wado_pipeline.resources.tables import sql_engine
@@ -19,15 +21,62 @@ from wado_pipeline.resources.tables import sql_engine
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError,)
 Rows = Mapping[str, Sequence[dict[str, Any]]]
 
+# Catalog types (information_schema.columns.data_type, lower case) that hold each kind
+# of our columns, in PostgreSQL, MariaDB and Doris.
+COMPATIBLE_TYPES: dict[str, frozenset[str]] = {
+    "varchar": frozenset({"character varying", "varchar", "text", "char", "string"}),
+    "text": frozenset({"text", "character varying", "mediumtext", "longtext", "string", "varchar"}),
+    "int": frozenset({"integer", "int", "bigint", "smallint", "tinyint"}),
+    "bigint": frozenset({"bigint", "largeint"}),
+    "double": frozenset({"double precision", "double", "real", "float", "numeric", "decimal"}),
+    "date": frozenset({"date", "datev2"}),
+    # Doris has no TIME type: the pipeline's Doris DDL stores times as VARCHAR(16)
+    "time": frozenset({"time without time zone", "time", "varchar", "character varying"}),
+    "datetime": frozenset(
+        {"timestamp without time zone", "timestamp with time zone", "datetime", "timestamp"}
+        | {"datetimev2"}
+    ),
+}
+
+
+class TablesNotReady(Exception):
+    """The tables a run writes are missing or do not match (never retried: a DBA acts)."""
+
+
+def table_problems(
+    expected: Sequence[S.Table], found: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """What stops a run from writing: missing tables, missing or incompatible columns.
+    ``found`` maps table -> column -> catalog data type."""
+    problems = []
+    for table in expected:
+        columns = found.get(table.name)
+        if not columns:
+            problems.append(f"table {table.name} is missing")
+            continue
+        for col in table.columns:
+            kind = columns.get(col.name)
+            if kind is None:
+                problems.append(f"column {table.name}.{col.name} is missing")
+            elif kind.lower() not in COMPATIBLE_TYPES[col.kind]:
+                problems.append(
+                    f"column {table.name}.{col.name} is {kind}, which cannot hold {col.kind}"
+                )
+    return problems
+
 
 class SqlBackend(ConfigurableResource):
     """Base of the database resources. Subclasses name the service, create their
-    tables (``_create_tables``) and write a batch (``_write``)."""
+    tables (``_create_tables``), read the catalog (``_catalog``) and write a batch
+    (``_write``).
+
+    Runs need DML only: they check the tables through the catalog and create nothing;
+    ``create_tables`` is for the tables' owner (``wado-pipeline init-db``, ``make dev``)."""
 
     url: str
 
     _engine: Engine | None = PrivateAttr(default=None)
-    _ensured: bool = PrivateAttr(default=False)
+    _checked: bool = PrivateAttr(default=False)
 
     service_name: ClassVar[str] = "SQL database"  # how errors and the UI name it
     connect_args: ClassVar[Mapping[str, Any]] = {}
@@ -48,17 +97,53 @@ class SqlBackend(ConfigurableResource):
     def _write(self, rows_by_table: Rows, rng: OffsetRange | None) -> dict[str, int]:
         raise NotImplementedError
 
-    def ensure_tables(self) -> None:
-        """Create the tables if they do not exist (idempotent; once per run)."""
-        if self._ensured:
-            return
+    def _catalog(self, conn) -> dict[str, dict[str, str]]:
+        """table -> column -> data type of the pipeline's tables, from the catalog."""
+        raise NotImplementedError
+
+    @property
+    def expected_tables(self) -> tuple[S.Table, ...]:
+        return tuple(S.TABLES_BY_NAME[name] for name in self.tables)
+
+    @property
+    def location(self) -> str:
+        """Where the tables are, for messages (no credentials)."""
+        url = make_url(self.url)
+        return f"{url.host}:{url.port}/{url.database}"
+
+    def create_tables(self) -> None:
+        """Create the tables if they do not exist (idempotent). Needs the privilege to
+        create: the tables' owner runs it (``wado-pipeline init-db``), never a run."""
 
         def attempt() -> None:
             with self.engine.begin() as conn:
                 self._create_tables(conn)
 
         with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what=f"{self.service_name} DDL")
-        self._ensured = True
+
+    def check_tables(self) -> None:
+        """Check once per run, through the catalog (no privilege beyond DML needed), that
+        every table and column the run writes is there with a compatible type; raise
+        ``TablesNotReady`` naming each problem and what to do."""
+        if self._checked:
+            return
+
+        def attempt() -> dict[str, dict[str, str]]:
+            with self.engine.connect() as conn:
+                return self._catalog(conn)
+
+        found = with_retries(
+            attempt, retry_on=TRANSIENT_DB_ERRORS, what=f"{self.service_name} catalog"
+        )
+        problems = table_problems(self.expected_tables, found)
+        if problems:
+            raise TablesNotReady(
+                f"{self.service_name} at {self.location}: "
+                + "; ".join(problems)
+                + ". Create or update the tables as their owner with `wado-pipeline init-db` "
+                "(or apply `wado-pipeline init-db --print-ddl …`), then re-execute this run."
+            )
+        self._checked = True
 
     def write_batch(self, rows_by_table: Rows, rng: OffsetRange | None = None) -> dict[str, int]:
         """Upsert the rows of several tables; returns the rows written per table.
@@ -68,6 +153,19 @@ class SqlBackend(ConfigurableResource):
             retry_on=TRANSIENT_DB_ERRORS,
             what=f"{self.service_name} write",
         )
+
+    def _catalog_query(self, conn, schema_clause: str, params: dict) -> dict[str, dict[str, str]]:
+        rows = conn.execute(
+            text(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                f"WHERE {schema_clause} AND table_name IN :names"
+            ).bindparams(bindparam("names", expanding=True)),
+            {**params, "names": list(self.tables)},
+        ).all()
+        found: dict[str, dict[str, str]] = {}
+        for table, column, kind in rows:
+            found.setdefault(table, {})[column] = kind
+        return found
 
     def teardown_after_execution(self, context) -> None:
         self.dispose()

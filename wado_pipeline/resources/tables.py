@@ -156,3 +156,56 @@ def doris_ddl(buckets: int = 8, replication_num: int = 1) -> str:
             + "\n);\n"
         )
     return "\n".join(out)
+
+
+def grants_sql(backend: str, role: str, reader: str, database: str, schema: str = "public") -> str:
+    """Least-privilege grants for ``backend`` (postgres, mariadb, doris).
+
+    ``role`` is what the pipeline's runs use: read and upsert its tables (no DDL, no
+    DELETE). ``reader`` is a data team's read-only role: the three metadata tables, not
+    the error table (its payloads hold whole store messages, patient IDs included).
+    Both must exist; the tables' owner creates the tables with ``init-db``."""
+    every = [t.name for t in (*S.PIPELINE_TABLES, S.INGEST_ERROR)]
+    metadata = [t.name for t in S.PIPELINE_TABLES]
+    head = [
+        f"-- wado-pipeline least-privilege grants for {backend}",
+        "-- The tables' owner creates the tables first: wado-pipeline init-db",
+    ]
+    if backend == "postgres":
+
+        def tables(names: list[str]) -> str:
+            return ", ".join(f'"{schema}"."{n}"' for n in names)
+
+        lines = [
+            *head,
+            f"-- runs: read and upsert the pipeline's tables in schema {schema}, nothing else",
+            f'GRANT CONNECT ON DATABASE "{database}" TO "{role}";',
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}";',
+            f'GRANT SELECT, INSERT, UPDATE ON TABLE {tables(every)} TO "{role}";',
+            "-- a data team: read the metadata tables",
+            f'GRANT CONNECT ON DATABASE "{database}" TO "{reader}";',
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{reader}";',
+            f'GRANT SELECT ON TABLE {tables(metadata)} TO "{reader}";',
+        ]
+    elif backend == "mariadb":
+        lines = [
+            *head,
+            "-- runs: read and upsert the pipeline's tables, nothing else",
+            *(
+                f"GRANT SELECT, INSERT, UPDATE ON `{database}`.`{n}` TO '{role}'@'%';"
+                for n in metadata
+            ),
+            "-- a data team: read the metadata tables",
+            *(f"GRANT SELECT ON `{database}`.`{n}` TO '{reader}'@'%';" for n in metadata),
+        ]
+    elif backend == "doris":
+        lines = [
+            *head,
+            "-- runs: read and load the pipeline's tables (INSERT and Stream Load), nothing else",
+            *(f"GRANT SELECT_PRIV, LOAD_PRIV ON {database}.{n} TO '{role}'@'%';" for n in metadata),
+            "-- a data team: read the metadata tables",
+            *(f"GRANT SELECT_PRIV ON {database}.{n} TO '{reader}'@'%';" for n in metadata),
+        ]
+    else:
+        raise ValueError(f"unknown backend {backend}")
+    return "\n".join(lines) + "\n"

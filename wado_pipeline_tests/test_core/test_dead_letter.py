@@ -44,3 +44,20 @@ def test_payload_for_table_is_lossless():
     for raw in (b"\xff\xfe\x00bad", b"a\x00b"):
         text, enc = payload_for_table(raw)
         assert enc == "base64" and base64.b64decode(text) == raw
+
+
+def test_masked_dead_letter_hides_identifying_fields_only():
+    import json
+
+    from wado_pipeline.core.dead_letter import IDENTIFYING_FIELDS, MASK, masked
+
+    message = {name: f"value-of-{name}" for name in IDENTIFYING_FIELDS}
+    message.update(trace_id="t-9", tenant_id="T1", transfer_status="Success")
+    dl = masked(dead_letter(_rejected(json.dumps(message).encode()), "s", "r"))
+    out = json.loads(dl.value)
+    assert {k for k, v in out.items() if v == MASK} == set(IDENTIFYING_FIELDS)
+    assert (out["trace_id"], out["tenant_id"]) == ("t-9", "T1")
+    assert dict(dl.headers)["wado.masked"] == b"fields"
+    for raw in (b"\xff not json", b"[1, 2]", None):
+        omitted = masked(dead_letter(_rejected(raw), "s", "r"))
+        assert omitted.value is None and dict(omitted.headers)["wado.masked"] == b"value-omitted"

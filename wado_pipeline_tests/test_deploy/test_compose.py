@@ -82,3 +82,26 @@ def test_readme_topics_table_matches_the_definition():
         configs = dict(re.findall(r"`([\w.]+)=(\d+)`", cfg))
         found[name] = (int(parts), configs)
     assert found == {t.name: (t.partitions, t.configs) for t in topic_specs(Settings.from_env())}
+
+
+def test_every_published_port_is_bound_to_loopback():
+    published = [
+        (name, port)
+        for name, svc in compose()["services"].items()
+        for port in svc.get("ports", [])
+    ]
+    assert published  # the UI and the Doris FE are published
+    for name, port in published:
+        assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def test_doris_gets_passwords_and_least_privilege_users_from_the_environment():
+    c = compose()
+    init = c["services"]["doris-init"]
+    for var in ("WADO_DORIS_ROOT_PASSWORD", "WADO_DORIS_PASSWORD", "WADO_DORIS_READER_PASSWORD"):
+        assert init["environment"][var] == f"${{{var}:?set {var}}}"  # required, no default
+    script = init["command"][0]
+    assert "SET PASSWORD FOR 'root'" in script
+    assert "wado-pipeline init-db --print-grants wado_pipeline" in script
+    url = c["services"]["pipeline"]["environment"]["WADO_DORIS_URL"]
+    assert url.startswith("mysql+pymysql://wado_pipeline:${WADO_DORIS_PASSWORD:?")

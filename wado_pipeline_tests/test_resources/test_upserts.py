@@ -43,7 +43,7 @@ def read_state(engine, table: str):
 @pytest.fixture(params=["postgres", "mariadb"])
 def backend(request, postgres, doris):
     res = postgres if request.param == "postgres" else doris
-    res.ensure_tables()
+    res.create_tables()
     table = (
         f'"{postgres.schema_name}".dicom_state_meta'
         if request.param == "postgres"
@@ -71,7 +71,7 @@ def test_rerun_changes_nothing(backend):
 
 
 def test_cjk_name_and_long_description_fit_mariadb(doris):
-    doris.ensure_tables()
+    doris.create_tables()
     row = state_row("d" * 256, T0, name="山" * 21)
     doris.write_batch({"dicom_state_meta": [row]})
     with doris.engine.connect() as conn:
@@ -110,7 +110,7 @@ def test_doris_flavor_insert_runs_over_the_mysql_protocol(settings):
     from wado_pipeline.resources.doris import DorisInsertResource, MariaDBResource
 
     res = MariaDBResource(url=settings.doris_url)
-    res.ensure_tables()
+    res.create_tables()
     res.dispose()
     doris_like = DorisInsertResource(url=settings.doris_url)
     doris_like.write_batch({"dicom_state_meta": [state_row("v1", T0)]})
@@ -126,7 +126,7 @@ def test_concurrent_first_runs_create_tables_once(postgres, doris):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(r.ensure_tables) for r in (postgres, doris) * 3]
+        futures = [pool.submit(r.create_tables) for r in (postgres, doris) * 3]
         for f in futures:
             f.result()  # raises if a CREATE raced
     with postgres.engine.connect() as conn:

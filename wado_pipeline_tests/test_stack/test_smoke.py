@@ -43,7 +43,7 @@ def _object_row(trace_id: str) -> dict:
 
 
 def test_postgres_upsert_and_read(postgres):
-    postgres.ensure_tables()
+    postgres.create_tables()
     postgres.write_batch({S.OBJECT_META.name: [_object_row("a"), _object_row("b")]})
     postgres.write_batch({S.OBJECT_META.name: [_object_row("a")]})
     with postgres.engine.connect() as conn:
@@ -60,7 +60,7 @@ def test_postgres_upsert_and_read(postgres):
 
 
 def test_mariadb_upsert_and_read(doris):
-    doris.ensure_tables()
+    doris.create_tables()
     doris.write_batch({S.OBJECT_META.name: [_object_row("a"), _object_row("b")]})
     doris.write_batch({S.OBJECT_META.name: [_object_row("b")]})
     with doris.engine.connect() as conn:
