@@ -504,7 +504,7 @@ def test_process_record_never_raises_on_bad_input(tmp_path):
 def test_core_imports_no_infrastructure():
     code = (
         "import sys, wado_pipeline.core.batch, wado_pipeline.core.parallel, "
-        "wado_pipeline.core.batching, wado_pipeline.core.wire, wado_pipeline.synthetic\n"
+        "wado_pipeline.core.batching, wado_pipeline.core.wire, wado_pipeline.dev.synthetic\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('dagster', 'kafka', 'sqlalchemy', 'psycopg2', 'pymysql')]\n"
         "assert not bad, bad"
