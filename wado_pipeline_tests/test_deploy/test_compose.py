@@ -86,9 +86,7 @@ def test_readme_topics_table_matches_the_definition():
 
 def test_every_published_port_is_bound_to_loopback():
     published = [
-        (name, port)
-        for name, svc in compose()["services"].items()
-        for port in svc.get("ports", [])
+        (name, port) for name, svc in compose()["services"].items() for port in svc.get("ports", [])
     ]
     assert published  # the UI and the Doris FE are published
     for name, port in published:
