@@ -106,7 +106,6 @@ def write_rejects(
             }
         )
     if rows:
-        postgres.check_tables()
         postgres.write_batch({S.INGEST_ERROR.name: rows})
     return n, cut
 

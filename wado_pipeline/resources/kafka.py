@@ -102,18 +102,7 @@ class KafkaResource(ConfigurableResource):
 
     def committed_offsets(self, group: str, topic: str, partitions: Iterable[int]) -> dict:
         """The group's committed offset per partition (absent where none)."""
-        consumer = self._consumer(group)
-        try:
-            out = {}
-            for p in partitions:
-                off = consumer.committed(
-                    TopicPartition(topic, p), timeout_ms=int(self.timeout_seconds * 1000)
-                )
-                if off is not None:
-                    out[p] = off
-            return out
-        finally:
-            consumer.close()
+        return {p: g.committed for p, g in self.group_progress(group, topic, partitions).items()}
 
     def group_progress(
         self, group: str, topic: str, partitions: Iterable[int]
@@ -132,30 +121,6 @@ class KafkaResource(ConfigurableResource):
             return out
         finally:
             consumer.close()
-
-    def commit(self, group: str, topic: str, partition: int, offset: int) -> bool:
-        """Set the group's offset to ``offset`` unless it already stands at or beyond it
-        (operator tooling; runs use ``commit_processed``)."""
-
-        def attempt() -> bool:
-            consumer = self._consumer(group)
-            try:
-                tp = TopicPartition(topic, partition)
-                current = consumer.committed(tp, timeout_ms=int(self.timeout_seconds * 1000))
-                if current is not None and current >= offset:
-                    return False
-                consumer.assign([tp])
-                consumer.commit(
-                    {tp: OffsetAndMetadata(offset, "", -1)},
-                    timeout_ms=int(self.timeout_seconds * 1000),
-                )
-                return True
-            finally:
-                consumer.close()
-
-        return with_retries(
-            attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"Kafka offset commit ({self.bootstrap})"
-        )
 
     def commit_processed(
         self, group: str, topic: str, partition: int, start: int, end: int

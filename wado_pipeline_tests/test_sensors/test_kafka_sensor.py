@@ -138,8 +138,8 @@ def test_new_partition_is_picked_up(settings, admin):
 
 def test_start_from_committed_group_offsets(settings, produce):
     produce([b"{}"] * 120, partition=1)
-    KafkaResource(bootstrap=settings.kafka_bootstrap).commit(
-        settings.consumer_group, settings.storage_topic, 1, 100
+    KafkaResource(bootstrap=settings.kafka_bootstrap).commit_processed(
+        settings.consumer_group, settings.storage_topic, 1, 0, 100
     )
     with instance_for_test() as instance:
         result = tick(settings, instance)

@@ -123,6 +123,14 @@ def test_message_at_the_storage_limit_is_dead_lettered(
     assert progress[0].committed == 21  # the partition drained
 
 
+def execute_request(request, instance) -> tuple[str, bool]:
+    """Run what a sensor's RunRequest asks for, as the daemon would: (run id, success)."""
+    with execute_job(
+        reconstructable_job(), instance, run_config=request.run_config, tags=request.tags
+    ) as result:
+        return result.run_id, result.success
+
+
 def check_event(result, name):
     (event,) = [e for e in result.asset_events if e.check_name == name]
     return event
@@ -147,28 +155,17 @@ def test_failed_batch_holds_the_group_offset_until_reexecuted(
         assert planned == [(1, 0, 50), (1, 50, 150)]
         # the first batch fails: its PostgreSQL is unreachable
         monkeypatch.setenv("WADO_POSTGRES_URL", "postgresql+psycopg2://wado:wado@127.0.0.1:9/x")
-        with execute_job(
-            reconstructable_job(),
-            instance,
-            run_config=first.run_requests[0].run_config,
-            tags=first.run_requests[0].tags,
-        ) as failed:
-            assert not failed.success
+        failed_run_id, ok = execute_request(first.run_requests[0], instance)
+        assert not ok
         monkeypatch.setenv("WADO_POSTGRES_URL", settings.postgres_url)
-        with execute_job(
-            reconstructable_job(),
-            instance,
-            run_config=first.run_requests[1].run_config,
-            tags=first.run_requests[1].tags,
-        ) as later:
-            assert later.success
+        assert execute_request(first.run_requests[1], instance)[1]
         assert committed() == 0  # held at the failed batch's start
 
         second = tick(settings, instance, first.cursor)
         event = check_event(second, "no_failed_batches")
         assert not event.passed
         assert "offsets 0..49 unprocessed" in event.description
-        assert failed.run_id in event.description
+        assert failed_run_id in event.description
         assert ranges(second) == []  # within the grace period: no relaunch yet
 
         # once the grace period has passed, the sensor relaunches the range by itself
@@ -183,7 +180,7 @@ def test_failed_batch_holds_the_group_offset_until_reexecuted(
         with execute_job(
             reconstructable_job(),
             instance,
-            reexecution_options=ReexecutionOptions.from_failure(failed.run_id, instance),
+            reexecution_options=ReexecutionOptions.from_failure(failed_run_id, instance),
         ) as again:
             assert again.success
         assert committed() == 150  # jumps over the batch that already succeeded
