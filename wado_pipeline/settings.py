@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_STORAGE_ROOT = "/var/lib/wado/storage"
+SITE_CONFIG_ENV = "WADO_SITE_CONFIG"
 
 # Topic configuration: the one definition used by `make up`, the test sandbox, the
 # docker-compose file (checked by a test) and the README.
@@ -26,6 +27,28 @@ STORAGE_MAX_MESSAGE_BYTES = 1_048_588
 DLQ_HEADER_ROOM_BYTES = 64 * 1024
 DLQ_MAX_MESSAGE_BYTES = STORAGE_MAX_MESSAGE_BYTES + DLQ_HEADER_ROOM_BYTES
 DAY_MS = 24 * 3600 * 1000
+# The transfer syntaxes upstream's viewer displays (its default
+# ``cornerstonejs_supported_transfer_syntax``): others arrive as NeedTransfer.
+VIEWER_TRANSFER_SYNTAXES = ",".join(
+    "1.2.840.10008." + s
+    for s in [
+        "1.2",
+        "1.2.1",
+        "1.2.2",
+        "1.2.1.99",
+        "1.2.5",
+        "1.2.4.50",
+        "1.2.4.51",
+        "1.2.4.57",
+        "1.2.4.70",
+        "1.2.4.80",
+        "1.2.4.81",
+        "1.2.4.90",
+        "1.2.4.91",
+        "1.2.4.92",
+    ]
+)
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,12 @@ class Settings:
     dlq_topic: str = _setting(
         "WADO_DLQ_TOPIC", "storage_queue_dlq", "dead-letter topic for rejected store messages"
     )
+    log_topic: str = _setting(
+        "WADO_LOG_TOPIC",
+        "log_queue",
+        "the receiver's copy of every store message; Doris' object table loads from it "
+        "when `WADO_DORIS_LOAD=routine_load` (the pipeline only reads it there)",
+    )
     consumer_group: str = _setting(
         "WADO_CONSUMER_GROUP",
         "dicom-consumer-group",
@@ -144,9 +173,15 @@ class Settings:
     doris_load: str = _setting(
         "WADO_DORIS_LOAD",
         "insert",
-        "`insert` (MySQL protocol) or `stream_load` (HTTP Stream Load with labels; "
-        "needs `WADO_DORIS_FLAVOR=doris`)",
-        choices=("insert", "stream_load"),
+        "`insert` (MySQL protocol), `stream_load` (HTTP Stream Load with labels; "
+        "needs `WADO_DORIS_FLAVOR=doris`) or `routine_load` (the site's own Routine Load "
+        "jobs load Doris from the topics; runs write nothing there and await the keys)",
+        choices=("insert", "stream_load", "routine_load"),
+    )
+    routine_load_wait_seconds: float = _setting(
+        "WADO_ROUTINE_LOAD_WAIT_SECONDS",
+        60.0,
+        "`routine_load`: how long a run awaits its keys in Doris before its check fails",
     )
     doris_http_url: str = _setting(
         "WADO_DORIS_HTTP_URL",
@@ -207,6 +242,31 @@ class Settings:
         "whose Kafka is widely readable (the full value stays in `dicom_ingest_error`)",
         choices=("full", "masked"),
     )
+    transcode: str = _setting(
+        "WADO_TRANSCODE",
+        "on",
+        "`on`: a `NeedTransfer` file is rewritten in place to `WADO_TRANSCODE_TARGET` "
+        "before its header is read, as upstream does, so the viewer can display it",
+        choices=("on", "off"),
+    )
+    transcode_target: str = _setting(
+        "WADO_TRANSCODE_TARGET",
+        EXPLICIT_VR_LITTLE_ENDIAN,
+        "uncompressed transfer syntax `NeedTransfer` files are rewritten to",
+        choices=("1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN),
+    )
+    viewer_transfer_syntaxes: str = _setting(
+        "WADO_VIEWER_TRANSFER_SYNTAXES",
+        VIEWER_TRANSFER_SYNTAXES,
+        "comma-separated syntaxes the viewer displays: a `NeedTransfer` file already in "
+        "one of them is left as it is",
+        shown="upstream's list (14 syntaxes)",
+    )
+    transcode_timeout_seconds: float = _setting(
+        "WADO_TRANSCODE_TIMEOUT_SECONDS",
+        60.0,
+        "bound of one file's transcoding; beyond it the file is left untouched (a warning)",
+    )
     kafka_timeout_seconds: float = _setting(
         "WADO_KAFKA_TIMEOUT_SECONDS",
         3.0,
@@ -215,8 +275,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from the environment; unset or empty variables take the default."""
+        """Settings from the environment; unset or empty variables take the default.
+
+        ``WADO_SITE_CONFIG`` names an upstream ``application.<env>.json``: its keys
+        supply settings (``site_config``), and ``WADO_*`` variables override them."""
         environ = os.environ if environ is None else environ
+        site = environ.get(SITE_CONFIG_ENV)
+        if site:
+            from wado_pipeline.site_config import site_env
+
+            environ = {**site_env(Path(site)), **{k: v for k, v in environ.items() if v}}
         values = {}
         for f in fields(cls):
             raw = environ.get(f.metadata["env"])

@@ -59,7 +59,7 @@ def read_batch(
     pool_dagster_storage(context.instance)
     rng = OffsetRange(config.topic, config.partition, config.start, config.end)
     try:
-        batch = steps.read(kafka, rng, ingest.roots, ingest.parse_workers)
+        batch = steps.read(kafka, rng, ingest.roots, ingest.parse_workers, ingest.transcoding)
     except OffsetRangeUnavailable as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     except steps.CountsDoNotReconcile as exc:

@@ -14,6 +14,7 @@ from wado_pipeline.core.batching import OffsetRange
 from wado_pipeline.core.dead_letter import dead_letter, masked, payload_for_table
 from wado_pipeline.core.parallel import process_records
 from wado_pipeline.core.progress import PartitionProgress
+from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.core.wire import encode_row, image_key, state_key
 from wado_pipeline.resources.kafka import KafkaResource, OutgoingMessage
 from wado_pipeline.resources.postgres import PostgresResource
@@ -40,7 +41,13 @@ class Batch:
         }
 
 
-def read(kafka: KafkaResource, rng: OffsetRange, roots: tuple[Path, ...], workers: int) -> Batch:
+def read(
+    kafka: KafkaResource,
+    rng: OffsetRange,
+    roots: tuple[Path, ...],
+    workers: int,
+    transcoding: Transcoding | None = None,
+) -> Batch:
     """Read exactly the offset range, parse every message, group the rows. Parsing may
     start a process pool (``core.parallel``); a run worker shuts it down after the step."""
     t0 = time.perf_counter()
@@ -48,7 +55,7 @@ def read(kafka: KafkaResource, rng: OffsetRange, roots: tuple[Path, ...], worker
     batch = Batch(rng, GroupedBatch())
     batch.timings["read_s"] = round(time.perf_counter() - t0, 4)
     t1 = time.perf_counter()
-    batch.grouped = group(process_records(records, roots, workers))
+    batch.grouped = group(process_records(records, roots, workers, transcoding))
     batch.timings["parse_s"] = round(time.perf_counter() - t1, 4)
     g = batch.grouped
     if not g.reconciles:

@@ -21,8 +21,9 @@ from typing import Any
 from wado_pipeline.core.extract import Extracted, extract
 from wado_pipeline.core.message import StoreMessage, parse_store_message
 from wado_pipeline.core.rejection import Reason, Rejected
-from wado_pipeline.core.schema import OBJECT_META, Table
+from wado_pipeline.core.schema import KEY_COLUMNS, OBJECT_META, Table
 from wado_pipeline.core.seahash import uid_hash
+from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.core.values import fit_bytes
 
 
@@ -66,11 +67,13 @@ def _guess_trace_id(value: bytes | None) -> str | None:
     return None
 
 
-def process_record(record: SourceRecord, roots: Sequence[Path]) -> Outcome:
+def process_record(
+    record: SourceRecord, roots: Sequence[Path], transcoding: Transcoding | None = None
+) -> Outcome:
     """Parse one record and extract its file's header; never raises for bad input."""
     try:
         msg = parse_store_message(record.value)
-        extracted = extract(msg, roots)
+        extracted = extract(msg, roots, transcoding)
         row = object_row(msg)
         extracted.warnings.extend(fit_to_columns(OBJECT_META, row))
     except Rejected as exc:
@@ -89,10 +92,11 @@ def process_record(record: SourceRecord, roots: Sequence[Path]) -> Outcome:
 def fit_to_columns(table: Table, row: dict[str, Any]) -> list[str]:
     """Make every text value fit its column in UTF-8 bytes (Doris counts bytes).
 
-    Optional columns are cut at a character boundary, with a warning; a key or
-    required column that does not fit rejects the message (``too_long``)."""
+    Any column but a key is cut at a character boundary, with a warning; a key
+    column that does not fit rejects the message (``too_long``): a cut key would
+    name another row."""
     warnings = []
-    keys = set(table.key) | set(table.doris_key)
+    keys = KEY_COLUMNS
     for col in table.columns:
         value = row.get(col.name)
         if col.kind != "varchar" or not isinstance(value, str) or col.length is None:
@@ -100,7 +104,7 @@ def fit_to_columns(table: Table, row: dict[str, Any]) -> list[str]:
         fitted, cut = fit_bytes(value, col.length)
         if not cut:
             continue
-        if col.name in keys or not col.nullable:
+        if col.name in keys:
             raise Rejected(
                 Reason.TOO_LONG, f"{col.name} is over {col.length} bytes in UTF-8 (a key column)"
             )

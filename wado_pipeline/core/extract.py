@@ -25,10 +25,11 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from wado_pipeline.core import values as V
-from wado_pipeline.core.message import StoreMessage
+from wado_pipeline.core.message import NEED_TRANSFER, StoreMessage
 from wado_pipeline.core.rejection import Reason, Rejected
 from wado_pipeline.core.schema import IMAGE_META, STATE_META, Table
 from wado_pipeline.core.seahash import uid_hash
+from wado_pipeline.core.transcode import Transcoding, transcode_in_place
 
 UID_MAX = 64
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -244,7 +245,10 @@ class _Builder:
                 if how == "ascii":
                     raw = raw_bytes.decode("latin-1") if raw_bytes else _element_text(src, tag)
                     raw = None if raw is None else V.clean_text(raw)
-                    value = convert(raw) if raw else None
+                    if raw:
+                        value = convert(raw)
+                    else:  # present but empty: "" where the column is text, as upstream
+                        value = "" if raw == "" and column in self.limits else None
                 elif how == "us":
                     if raw_bytes is not None and elem.VR in (None, "US"):
                         little = elem.is_little_endian
@@ -269,10 +273,12 @@ class _Builder:
                 value = self.fit(column, value)
             self.row[column] = value
 
-    def fit(self, column: str, value: str) -> str | None:
+    def fit(self, column: str, value: str) -> str:
+        """Present text, cleaned and cut to its column; present but empty stays ``""``
+        (upstream writes "" for an empty attribute and null only for an absent one)."""
         value = V.clean_text(value)
         if value == "":
-            return None
+            return value
         limit = self.limits.get(column)
         if limit is not None:
             value, cut = V.fit_bytes(value, limit)
@@ -362,7 +368,9 @@ def build_records(
     i.row["sop_class_uid"] = sop_class
     i.fill(IMAGE_ATTRIBUTES)
     tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    i.row["transfer_syntax_uid"] = V.clean_text(str(tsuid)) if tsuid else None
+    if not tsuid or not V.clean_text(str(tsuid)):
+        raise Rejected(Reason.MISSING_REQUIRED, "TransferSyntaxUID is missing or empty")
+    i.row["transfer_syntax_uid"] = V.clean_text(str(tsuid))
     i.row["pixel_data_location"] = i.fit("pixel_data_location", file_path)
     i.row["space_size"] = file_size
     return Extracted(state=s.row, image=i.row, warnings=warnings)
@@ -457,16 +465,33 @@ def read_header(path: Path) -> tuple[Dataset, int]:
         return parse_header(fp, size), size
 
 
-def extract(msg: StoreMessage, roots: Sequence[Path]) -> Extracted:
-    """Check the message's file against the message and build its records."""
+def extract(
+    msg: StoreMessage, roots: Sequence[Path], transcoding: Transcoding | None = None
+) -> Extracted:
+    """Check the message's file against the message and build its records.
+
+    With ``transcoding``, a ``NeedTransfer`` file is first rewritten in place to the
+    target syntax (``core.transcode``). The rows then describe the file as it is on
+    disk (its syntax and size); the size check compares the message with the file only
+    while the file still has the syntax the message names, since a rewrite changes it."""
+    notes: list[str] = []
+    if transcoding is not None and msg.transfer_status == NEED_TRANSFER:
+        with open_under_roots(msg.file_path, roots) as fp:
+            real = _opened_path(fp)
+        result = transcode_in_place(real, transcoding)
+        if result.outcome == "failed":
+            notes.append(f"transcode: file left as it is, {result.detail}")
     with open_under_roots(msg.file_path, roots) as fp:
         size = os.fstat(fp.fileno()).st_size
-        if size != msg.file_size:
+        ds = parse_header(fp, size)
+        on_disk = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").strip()
+        rewritten = msg.transfer_status == NEED_TRANSFER and on_disk != msg.transfer_syntax_uid
+        if size != msg.file_size and not rewritten:
             raise Rejected(
                 Reason.SIZE_MISMATCH, f"file has {size} bytes, message says {msg.file_size}"
             )
-        ds = parse_header(fp, size)
-    out = build_records(ds, msg.tenant_id, msg.created_time, msg.file_path, msg.file_size)
+    out = build_records(ds, msg.tenant_id, msg.created_time, msg.file_path, size)
+    out.warnings.extend(notes)
     for column, expected in (
         ("study_uid", msg.study_uid),
         ("series_uid", msg.series_uid),

@@ -15,7 +15,10 @@ from typing import Any
 
 from wado_pipeline.core.rejection import Reason, Rejected
 
-TRANSFER_STATUSES = ("NoNeedTransfer", "Success", "Failed")
+# The receiver's four statuses; NeedTransfer: the file's transfer syntax is not one the
+# site's viewer displays, so the consumer transcodes it (``core.transcode``).
+TRANSFER_STATUSES = ("NoNeedTransfer", "Success", "Failed", "NeedTransfer")
+NEED_TRANSFER = "NeedTransfer"
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
@@ -39,6 +42,13 @@ _STRING_FIELDS: dict[str, int] = {
 }
 # Non-empty: the pipeline cannot key or locate anything without them.
 _NON_EMPTY = ("trace_id", "tenant_id", "study_uid", "series_uid", "sop_uid", "file_path")
+# The fields that key a row or locate the file: only these may reject a message for
+# their length. Any other value that does not fit its column is cut, with a warning
+# (``batch.fit_to_columns``), because the receiver never checks lengths.
+KEY_FIELDS = frozenset({*_NON_EMPTY, "patient_id"})
+# May be null or absent: the receiver sends null when the file has no AccessionNumber
+# or its value is longer than 16 characters.
+_OPTIONAL = frozenset({"accession_number"})
 
 _KNOWN_FIELDS = frozenset(
     [
@@ -72,7 +82,7 @@ class StoreMessage:
     created_time: datetime
     series_uid_hash: str
     study_uid_hash: str
-    accession_number: str
+    accession_number: str | None
     target_ts: str
     study_date: date
     transfer_status: str
@@ -104,13 +114,15 @@ def _require(obj: dict[str, Any], name: str) -> Any:
     return obj[name]
 
 
-def _string(obj: dict[str, Any], name: str) -> str:
+def _string(obj: dict[str, Any], name: str) -> str | None:
+    if name in _OPTIONAL and obj.get(name) is None:
+        return None
     value = _require(obj, name)
     if not isinstance(value, str):
         raise Rejected(Reason.BAD_TYPE, f"field {name} must be a string")
     if "\x00" in value:
         raise Rejected(Reason.BAD_VALUE, f"field {name} contains a NUL character")
-    if len(value) > _STRING_FIELDS[name]:
+    if name in KEY_FIELDS and len(value) > _STRING_FIELDS[name]:
         raise Rejected(
             Reason.TOO_LONG,
             f"field {name} is {len(value)} characters, limit {_STRING_FIELDS[name]}",

@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from wado_pipeline.core.batch import Outcome, SourceRecord, process_record
+from wado_pipeline.core.transcode import Transcoding
 
 PARALLEL_THRESHOLD = 64
 
@@ -27,9 +28,11 @@ _pool: ProcessPoolExecutor | None = None
 _pool_workers = 0
 
 
-def _process_chunk(args: tuple[list[SourceRecord], tuple[Path, ...]]) -> list[Outcome]:
-    records, roots = args
-    return [process_record(r, roots) for r in records]
+def _process_chunk(
+    args: tuple[list[SourceRecord], tuple[Path, ...], Transcoding | None],
+) -> list[Outcome]:
+    records, roots, transcoding = args
+    return [process_record(r, roots, transcoding) for r in records]
 
 
 def _get_pool(workers: int) -> ProcessPoolExecutor:
@@ -55,15 +58,20 @@ atexit.register(shutdown_pool)  # plain interpreters (CLI, benchmark) exit clean
 
 
 def process_records(
-    records: Sequence[SourceRecord], roots: Sequence[Path], workers: int = 1
+    records: Sequence[SourceRecord],
+    roots: Sequence[Path],
+    workers: int = 1,
+    transcoding: Transcoding | None = None,
 ) -> list[Outcome]:
     """``process_record`` over a batch, in offset order; parallel when it pays."""
     roots = tuple(roots)
     if workers <= 1 or len(records) < PARALLEL_THRESHOLD:
-        return [process_record(r, roots) for r in records]
+        return [process_record(r, roots, transcoding) for r in records]
     n_chunks = workers * 4
     size = -(-len(records) // n_chunks)
-    chunks = [(list(records[i : i + size]), roots) for i in range(0, len(records), size)]
+    chunks = [
+        (list(records[i : i + size]), roots, transcoding) for i in range(0, len(records), size)
+    ]
     out: list[Outcome] = []
     for part in _get_pool(workers).map(_process_chunk, chunks):
         out.extend(part)

@@ -11,10 +11,12 @@ Rows (0028,0010) and ``columns`` holds Columns (0028,0011).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Kind = Literal["varchar", "date", "time", "datetime", "int", "bigint", "double", "text"]
+Backend = Literal["postgres", "mariadb", "doris"]
+BACKENDS: frozenset[str] = frozenset({"postgres", "mariadb", "doris"})
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class Column:
     kind: Kind
     length: int | None = None  # for varchar: the limit in UTF-8 bytes (Doris counts bytes)
     nullable: bool = True
+    # Where the column exists. Upstream's PostgreSQL ``dicom_image_meta`` has no
+    # ``study_date_origin`` (its Doris table does); a site's tables are written as they are.
+    backends: frozenset[str] = BACKENDS
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,13 @@ class Table:
                 return c
         raise KeyError(name)
 
+    def for_backend(self, backend: Backend) -> Table:
+        """This table as ``backend`` holds it: only the columns that exist there."""
+        if all(backend in c.backends for c in self.columns):
+            return self
+        kept = tuple(c for c in self.columns if backend in c.backends)
+        return replace(self, columns=kept)
+
 
 def _v(name: str, length: int, nullable: bool = True) -> Column:
     return Column(name, "varchar", length, nullable)
@@ -57,7 +69,7 @@ OBJECT_META = Table(
     name="dicom_object_meta",
     columns=(
         _v("trace_id", 36, nullable=False),
-        _v("worker_node_id", 64),
+        _v("worker_node_id", 64, nullable=False),
         _v("tenant_id", 64, nullable=False),
         _v("patient_id", 64, nullable=False),
         _v("study_uid", 64, nullable=False),
@@ -73,7 +85,7 @@ OBJECT_META = Table(
         _v("accession_number", 64),
         _v("target_ts", 64),
         Column("study_date", "date"),
-        _v("transfer_status", 16),
+        _v("transfer_status", 16),  # an enum; a site's varchar(64) holds it too
         _v("source_ip", 24),
         _v("source_ae", 64),
     ),
@@ -91,8 +103,8 @@ _SERIES_IDS = (
 _HASHES = (
     _v("study_uid_hash", 20, nullable=False),
     _v("series_uid_hash", 20, nullable=False),
-    _v("study_date_origin", 8, nullable=False),
 )
+_STUDY_DATE_ORIGIN = _v("study_date_origin", 8, nullable=False)
 # Row versions: the newest updated_time wins, the first created_time is kept.
 _VERSION_COLUMNS = (_req("created_time", "datetime"), _req("updated_time", "datetime"))
 _VERSIONED = {"sequence": "updated_time", "keep_first": ("created_time",)}
@@ -102,6 +114,7 @@ STATE_META = Table(
     columns=(
         *_SERIES_IDS,
         *_HASHES,
+        _STUDY_DATE_ORIGIN,
         _v("patient_name", 64),
         _v("patient_sex", 1),
         Column("patient_birth_date", "date"),
@@ -136,6 +149,7 @@ IMAGE_META = Table(
         *_SERIES_IDS,
         _v("sop_uid", 64, nullable=False),
         *_HASHES,
+        Column("study_date_origin", "varchar", 8, False, frozenset({"mariadb", "doris"})),
         Column("content_date", "date"),
         Column("content_time", "time"),
         Column("instance_number", "int"),
@@ -158,7 +172,7 @@ IMAGE_META = Table(
         _v("rescale_type", 64),
         _v("window_center", 64),
         _v("window_width", 64),
-        _v("transfer_syntax_uid", 64),
+        _v("transfer_syntax_uid", 64, nullable=False),
         _v("pixel_data_location", 512),
         _v("thumbnail_location", 512),
         _v("sop_class_uid", 64, nullable=False),
@@ -192,3 +206,14 @@ INGEST_ERROR = Table(
 PIPELINE_TABLES: tuple[Table, ...] = (OBJECT_META, STATE_META, IMAGE_META)
 ALL_TABLES: tuple[Table, ...] = (*PIPELINE_TABLES, INGEST_ERROR)
 TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in ALL_TABLES}
+
+# Every column that keys a row in some pipeline table: a value that does not fit one
+# of these rejects the message; any other column is cut to fit.
+KEY_COLUMNS: frozenset[str] = frozenset(
+    name for t in PIPELINE_TABLES for name in (*t.key, *t.doris_key)
+)
+
+
+def tables_for(backend: Backend) -> dict[str, Table]:
+    """Every table as ``backend`` holds it, by name."""
+    return {t.name: t.for_backend(backend) for t in ALL_TABLES}

@@ -1,12 +1,14 @@
 """JSON wire form of the state and image records published to the output topics.
 
 Field names equal the table column names; dates ``YYYY-MM-DD``, times
-``HH:MM:SS[.ffffff]``, datetimes ISO 8601 without zone, absent values ``null``:
-what the Doris Routine Load jobs of existing deployments map by name.
+``HH:MM:SS[.ffffff]``, datetimes ISO 8601 without zone, absent values ``null`` and
+present-but-empty ones ``""``: what the Doris Routine Load jobs of existing
+deployments map by name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date, datetime, time
 from typing import Any
@@ -23,11 +25,18 @@ def encode_row(row: dict[str, Any]) -> bytes:
     return json.dumps(row, default=_default, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _md5_key(*parts: str) -> bytes:
+    return hashlib.md5("_".join(parts).encode(), usedforsecurity=False).hexdigest().encode()
+
+
 def state_key(row: dict[str, Any]) -> bytes:
-    """State messages are keyed by series, so one series stays in one partition."""
-    return row["series_uid"].encode()
+    """Upstream's key: lowercase hex MD5 of ``tenant_patient_study_series``. One series
+    keeps one key, so it stays in one partition."""
+    return _md5_key(row["tenant_id"], row["patient_id"], row["study_uid"], row["series_uid"])
 
 
 def image_key(row: dict[str, Any]) -> bytes:
-    """Image messages are keyed by SOP instance."""
-    return row["sop_uid"].encode()
+    """Upstream's key: lowercase hex MD5 of ``tenant_patient_study_series_sop``."""
+    return _md5_key(
+        row["tenant_id"], row["patient_id"], row["study_uid"], row["series_uid"], row["sop_uid"]
+    )

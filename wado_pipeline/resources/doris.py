@@ -26,18 +26,17 @@ from wado_pipeline.resources.stream_load import LoadResult, StreamLoader, encode
 from wado_pipeline.resources.tables import doris_ddl, sa_tables
 from wado_pipeline.resources.upserts import doris_insert_sql, mariadb_upsert
 
-SPECS = S.TABLES_BY_NAME
-
 
 class DorisBackend(SqlBackend):
     """The pipeline tables in the database named by ``url`` (MySQL protocol): the type
     the ops and checks ask for, whichever subclass the settings chose."""
 
     connect_args: ClassVar = {"charset": "utf8mb4"}
+    backend: ClassVar[S.Backend] = "doris"
 
     @property
     def tables(self) -> dict[str, Table]:
-        all_tables = sa_tables(None)
+        all_tables = sa_tables(self.backend, None)
         return {t.name: all_tables[t.name] for t in S.PIPELINE_TABLES}
 
     def _catalog(self, conn) -> dict[str, dict[str, str]]:
@@ -46,6 +45,7 @@ class DorisBackend(SqlBackend):
 
 class MariaDBResource(DorisBackend):
     service_name: ClassVar[str] = "MariaDB (Doris stand-in)"
+    backend: ClassVar[S.Backend] = "mariadb"
 
     def _create_tables(self, conn) -> None:
         # IF NOT EXISTS, not a look-then-create: concurrent runs must not race
@@ -57,7 +57,7 @@ class MariaDBResource(DorisBackend):
         with self.engine.begin() as conn:
             for name, rows in rows_by_table.items():
                 if rows:
-                    conn.execute(mariadb_upsert(SPECS[name], tables[name]), list(rows))
+                    conn.execute(mariadb_upsert(self.specs[name], tables[name]), list(rows))
         return {name: len(rows) for name, rows in rows_by_table.items()}
 
 
@@ -79,7 +79,7 @@ class DorisInsertResource(DorisBackend):
             with raw.cursor() as cur:
                 for name, rows in rows_by_table.items():
                     if rows:
-                        cur.executemany(doris_insert_sql(SPECS[name]), list(rows))
+                        cur.executemany(doris_insert_sql(self.specs[name]), list(rows))
                         raw.commit()
         finally:
             raw.close()
@@ -102,7 +102,7 @@ class DorisStreamLoadResource(DorisInsertResource):
         for name, rows in rows_by_table.items():
             if not rows:
                 continue
-            spec = SPECS[name]
+            spec = self.specs[name]
             body = encode_rows(spec, rows)
             label = make_label(name, rng.topic, rng.partition, rng.start, rng.end, body)
             results[name] = loader.load(spec, rows, label)

@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from wado_pipeline.core.batching import BatchPolicy
+from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.settings import Settings
 
 DEFAULTS = Settings()
@@ -33,6 +34,10 @@ class IngestSettings(ConfigurableResource):
     max_inflight_per_partition: int = DEFAULTS.max_inflight_per_partition
     run_stale_seconds: float = DEFAULTS.run_stale_seconds
     dead_letter_payload: str = DEFAULTS.dead_letter_payload
+    transcode: str = DEFAULTS.transcode
+    transcode_target: str = DEFAULTS.transcode_target
+    viewer_transfer_syntaxes: str = DEFAULTS.viewer_transfer_syntaxes
+    transcode_timeout_seconds: float = DEFAULTS.transcode_timeout_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestSettings:
@@ -50,7 +55,19 @@ class IngestSettings(ConfigurableResource):
             max_inflight_per_partition=settings.max_inflight_per_partition,
             run_stale_seconds=settings.run_stale_seconds,
             dead_letter_payload=settings.dead_letter_payload,
+            transcode=settings.transcode,
+            transcode_target=settings.transcode_target,
+            viewer_transfer_syntaxes=settings.viewer_transfer_syntaxes,
+            transcode_timeout_seconds=settings.transcode_timeout_seconds,
         )
+
+    @property
+    def transcoding(self) -> Transcoding | None:
+        """How ``NeedTransfer`` files are rewritten, or None when transcoding is off."""
+        if self.transcode != "on":
+            return None
+        syntaxes = frozenset(s.strip() for s in self.viewer_transfer_syntaxes.split(",") if s)
+        return Transcoding(self.transcode_target, syntaxes, self.transcode_timeout_seconds)
 
     @property
     def roots(self) -> tuple[Path, ...]:

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 from psycopg2.extras import execute_values
 from sqlalchemy import text
 
-from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
 from wado_pipeline.resources.sql import Rows, SqlBackend
 from wado_pipeline.resources.tables import sa_tables
@@ -43,7 +42,7 @@ class PostgresResource(SqlBackend):
 
     @property
     def tables(self):
-        return sa_tables(self.schema_name)
+        return sa_tables("postgres", self.schema_name)
 
     def _create_tables(self, conn) -> None:
         # Concurrent runs on a fresh database would race on PostgreSQL's catalog
@@ -67,6 +66,6 @@ class PostgresResource(SqlBackend):
             for name, rows in rows_by_table.items():
                 if rows:
                     execute_values_upsert(
-                        conn, postgres_upsert(S.TABLES_BY_NAME[name], tables[name]), rows
+                        conn, postgres_upsert(self.specs[name], tables[name]), rows
                     )
         return {name: len(rows) for name, rows in rows_by_table.items()}

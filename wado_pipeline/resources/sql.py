@@ -5,6 +5,7 @@ schema, table creation once per run, bounded retries of transient errors, and on
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dagster import ConfigurableResource
@@ -43,24 +44,48 @@ class TablesNotReady(Exception):
     """The tables a run writes are missing or do not match (never retried: a DBA acts)."""
 
 
+@dataclass(frozen=True)
+class LiveColumn:
+    """A column as the catalog describes it."""
+
+    data_type: str
+    nullable: bool = True
+    max_length: int | None = None  # characters (PostgreSQL, MariaDB) or bytes (Doris)
+    has_default: bool = False
+
+
 def table_problems(
-    expected: Sequence[S.Table], found: Mapping[str, Mapping[str, str]]
+    expected: Sequence[S.Table], found: Mapping[str, Mapping[str, LiveColumn]]
 ) -> list[str]:
-    """What stops a run from writing: missing tables, missing or incompatible columns.
-    ``found`` maps table -> column -> catalog data type."""
+    """What stops a run from writing, found once before any row is sent: a missing
+    table or column, a type that cannot hold ours, a column shorter than our limit, a
+    NOT NULL column we may leave empty, or a NOT NULL column without a default that we
+    do not write (every insert would fail)."""
     problems = []
     for table in expected:
         columns = found.get(table.name)
         if not columns:
             problems.append(f"table {table.name} is missing")
             continue
+        ours = set(table.column_names)
         for col in table.columns:
-            kind = columns.get(col.name)
-            if kind is None:
-                problems.append(f"column {table.name}.{col.name} is missing")
-            elif kind.lower() not in COMPATIBLE_TYPES[col.kind]:
+            live = columns.get(col.name)
+            where = f"column {table.name}.{col.name}"
+            if live is None:
+                problems.append(f"{where} is missing")
+            elif live.data_type.lower() not in COMPATIBLE_TYPES[col.kind]:
+                problems.append(f"{where} is {live.data_type}, which cannot hold {col.kind}")
+            elif col.length and live.max_length and live.max_length < col.length:
                 problems.append(
-                    f"column {table.name}.{col.name} is {kind}, which cannot hold {col.kind}"
+                    f"{where} holds {live.max_length}, the pipeline writes up to {col.length}"
+                )
+            elif col.nullable and not live.nullable:
+                problems.append(f"{where} is NOT NULL, the pipeline may leave it empty")
+        for name, live in columns.items():
+            if name not in ours and not live.nullable and not live.has_default:
+                problems.append(
+                    f"column {table.name}.{name} is NOT NULL without a default and the "
+                    "pipeline does not write it"
                 )
     return problems
 
@@ -79,6 +104,7 @@ class SqlBackend(ConfigurableResource):
     _checked: bool = PrivateAttr(default=False)
 
     service_name: ClassVar[str] = "SQL database"  # how errors and the UI name it
+    backend: ClassVar[S.Backend] = "postgres"  # which column set its tables have
     connect_args: ClassVar[Mapping[str, Any]] = {}
 
     @property
@@ -97,13 +123,18 @@ class SqlBackend(ConfigurableResource):
     def _write(self, rows_by_table: Rows, rng: OffsetRange | None) -> dict[str, int]:
         raise NotImplementedError
 
-    def _catalog(self, conn) -> dict[str, dict[str, str]]:
-        """table -> column -> data type of the pipeline's tables, from the catalog."""
+    def _catalog(self, conn) -> dict[str, dict[str, LiveColumn]]:
+        """table -> column -> description of the pipeline's tables, from the catalog."""
         raise NotImplementedError
 
     @property
+    def specs(self) -> dict[str, S.Table]:
+        """Our tables as this backend holds them (its column set)."""
+        return S.tables_for(self.backend)
+
+    @property
     def expected_tables(self) -> tuple[S.Table, ...]:
-        return tuple(S.TABLES_BY_NAME[name] for name in self.tables)
+        return tuple(self.specs[name] for name in self.tables)
 
     @property
     def location(self) -> str:
@@ -128,7 +159,7 @@ class SqlBackend(ConfigurableResource):
         if self._checked:
             return
 
-        def attempt() -> dict[str, dict[str, str]]:
+        def attempt() -> dict[str, dict[str, LiveColumn]]:
             with self.engine.connect() as conn:
                 return self._catalog(conn)
 
@@ -154,17 +185,26 @@ class SqlBackend(ConfigurableResource):
             what=f"{self.service_name} write",
         )
 
-    def _catalog_query(self, conn, schema_clause: str, params: dict) -> dict[str, dict[str, str]]:
+    def _catalog_query(
+        self, conn, schema_clause: str, params: dict
+    ) -> dict[str, dict[str, LiveColumn]]:
         rows = conn.execute(
             text(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "SELECT table_name, column_name, data_type, is_nullable, "
+                "character_maximum_length, column_default FROM information_schema.columns "
                 f"WHERE {schema_clause} AND table_name IN :names"
             ).bindparams(bindparam("names", expanding=True)),
             {**params, "names": list(self.tables)},
         ).all()
-        found: dict[str, dict[str, str]] = {}
-        for table, column, kind in rows:
-            found.setdefault(table, {})[column] = kind
+        found: dict[str, dict[str, LiveColumn]] = {}
+        for table, column, kind, nullable, length, default in rows:
+            found.setdefault(table, {})[column] = LiveColumn(
+                data_type=kind,
+                nullable=str(nullable).upper() == "YES",
+                max_length=int(length) if length is not None else None,
+                # MariaDB reports a missing default as NULL or the string 'NULL'
+                has_default=default is not None and str(default).upper() != "NULL",
+            )
         return found
 
     def teardown_after_execution(self, context) -> None:

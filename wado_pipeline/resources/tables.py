@@ -31,8 +31,6 @@ from sqlalchemy.types import TypeEngine
 
 from wado_pipeline.core import schema as S
 
-ALL_TABLES = S.ALL_TABLES
-
 
 def _sa_type(col: S.Column) -> TypeEngine:
     kind = col.kind
@@ -72,10 +70,10 @@ def sa_table(table: S.Table, metadata: MetaData, schema: str | None = None) -> T
 
 
 @lru_cache(maxsize=32)
-def sa_tables(schema: str | None = None) -> dict[str, Table]:
-    """The SQLAlchemy tables in ``schema`` (built once per schema and process)."""
+def sa_tables(backend: S.Backend, schema: str | None = None) -> dict[str, Table]:
+    """The SQLAlchemy tables of ``backend`` in ``schema`` (built once per process)."""
     md = MetaData()
-    return {t.name: sa_table(t, md, schema) for t in ALL_TABLES}
+    return {name: sa_table(t, md, schema) for name, t in S.tables_for(backend).items()}
 
 
 def sql_engine(url: str, **connect_args) -> Engine:
@@ -94,7 +92,7 @@ def sql_ddl(dialect: str) -> str:
     compiler = {"postgres": postgresql.dialect(), "mariadb": mysql.dialect(is_mariadb=True)}
     d = compiler[dialect]
     out = []
-    for t in sa_tables().values():
+    for t in sa_tables(dialect).values():
         text = str(CreateTable(t, if_not_exists=True).compile(dialect=d)).strip()
         out.append(text + ";\n")
     return "\n".join(out)

@@ -1,6 +1,6 @@
 CREATE TABLE IF NOT EXISTS `dicom_object_meta` (
   `trace_id` VARCHAR(36) NOT NULL,
-  `worker_node_id` VARCHAR(64) NULL,
+  `worker_node_id` VARCHAR(64) NOT NULL,
   `tenant_id` VARCHAR(64) NOT NULL,
   `patient_id` VARCHAR(64) NOT NULL,
   `study_uid` VARCHAR(64) NOT NULL,
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS `dicom_image_meta` (
   `rescale_type` VARCHAR(64) NULL,
   `window_center` VARCHAR(64) NULL,
   `window_width` VARCHAR(64) NULL,
-  `transfer_syntax_uid` VARCHAR(64) NULL,
+  `transfer_syntax_uid` VARCHAR(64) NOT NULL,
   `pixel_data_location` VARCHAR(512) NULL,
   `thumbnail_location` VARCHAR(512) NULL,
   `sop_class_uid` VARCHAR(64) NOT NULL,

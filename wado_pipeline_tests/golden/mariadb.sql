@@ -1,6 +1,6 @@
 CREATE TABLE IF NOT EXISTS dicom_object_meta (
 	trace_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 
-	worker_node_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
+	worker_node_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 
 	tenant_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 
 	patient_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 
 	study_uid VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 
@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS dicom_image_meta (
 	rescale_type VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
 	window_center VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
 	window_width VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
-	transfer_syntax_uid VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
+	transfer_syntax_uid VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 
 	pixel_data_location VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
 	thumbnail_location VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, 
 	sop_class_uid VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, 

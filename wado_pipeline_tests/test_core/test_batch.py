@@ -104,10 +104,14 @@ def test_object_rows_fit_bytes_and_keys_reject(tmp_path):
     msg = _write(tmp_path, InstanceSpec(), T0)
     cjk = dict(msg, accession_number="山" * 64, trace_id="t-cjk")  # 192 bytes > 64
     key = dict(msg, tenant_id="病" * 30, trace_id="t-key")  # tenant_id is in every key
-    records = [SourceRecord(0, i, json.dumps(m).encode()) for i, m in enumerate((cjk, key))]
+    node = dict(msg, worker_node_id="n" * 80, trace_id="t-node")  # NOT NULL, not a key
+    records = [SourceRecord(0, i, json.dumps(m).encode()) for i, m in enumerate((cjk, key, node))]
     g = group(process_records(records, [tmp_path]))
-    (row,) = g.objects
+    rows = {r["trace_id"]: r for r in g.objects}
+    assert set(rows) == {"t-cjk", "t-node"}
+    row = rows["t-cjk"]
     assert row["accession_number"] == "山" * 21 and len(row["accession_number"].encode()) <= 64
     assert g.warnings["accession_number"] == 1
+    assert rows["t-node"]["worker_node_id"] == "n" * 64 and g.warnings["worker_node_id"] == 1
     (rej,) = g.rejections
     assert rej.reason == "too_long" and "tenant_id" in rej.detail

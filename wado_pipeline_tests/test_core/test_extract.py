@@ -36,19 +36,20 @@ FILES = corpus_files()
 
 
 def _raw_str(ds, keyword):
+    """Absent: None; present but empty: "" (upstream's convention)."""
     if keyword not in ds:
         return None
     v = ds[keyword].value
     if v is None or v == "":
-        return None
+        return ""
     if isinstance(v, list | pydicom.multival.MultiValue):
         return "\\".join(str(x).strip() for x in v)
-    return str(v).strip().replace("\x00", "") or None
+    return str(v).strip().replace("\x00", "")
 
 
 def _exp_date(ds, keyword):
     s = _raw_str(ds, keyword)
-    if s is None:
+    if not s:
         return None
     s = s.replace(".", "") if len(s) == 10 and s[4] == "." else s
     try:
@@ -59,7 +60,7 @@ def _exp_date(ds, keyword):
 
 def _exp_time(ds, keyword):
     s = _raw_str(ds, keyword)
-    if s is None:
+    if not s:
         return None
     s = s.replace(":", "") if ":" in s and len(s) >= 5 else s
     main, _, frac = s.partition(".")
@@ -76,7 +77,7 @@ def _exp_time(ds, keyword):
 
 def _exp_float(ds, keyword):
     s = _raw_str(ds, keyword)
-    if s is None or "\\" in s:
+    if not s or "\\" in s:
         return None
     try:
         x = float(s)
@@ -221,7 +222,7 @@ def test_rejected_corpus_files_are_really_unusable():
                 head = fh.read(132)
             assert ds is None or head[128:132] != b"DICM", path.name
         elif reason == "missing_required":
-            assert any(_raw_str(ds, k) is None for k in required), path.name
+            assert any(not _raw_str(ds, k) for k in required), path.name
         elif reason == "bad_required":
             assert _exp_date(ds, "StudyDate") is None or any(
                 len(_raw_str(ds, k) or "") > 64 for k in required

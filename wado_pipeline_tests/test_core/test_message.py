@@ -94,3 +94,24 @@ def test_both_study_date_spellings():
 )
 def test_rejections(value, reason):
     assert reason_of(value) == reason
+
+
+@pytest.mark.parametrize("value,expected", [(None, None), (..., None), ("", ""), ("A1", "A1")])
+def test_accession_number_may_be_null_absent_or_empty(value, expected):
+    """The receiver sends null when the tag is absent or longer than 16 (upstream.md)."""
+    assert parse_store_message(encode(accession_number=value)).accession_number == expected
+
+
+def test_all_four_receiver_statuses_are_accepted():
+    statuses = ["NoNeedTransfer", "Success", "Failed", "NeedTransfer"]
+    got = [parse_store_message(encode(transfer_status=s)).transfer_status for s in statuses]
+    assert got == statuses
+
+
+@pytest.mark.parametrize(
+    "field,limit", [("worker_node_id", 64), ("source_ae", 64), ("target_ts", 64), ("source_ip", 24)]
+)
+def test_non_key_fields_over_their_limit_are_accepted_for_cutting(field, limit):
+    """Only key fields reject for length; the object row cuts the rest (test_batch)."""
+    msg = parse_store_message(encode(**{field: "v" * (limit + 10)}))
+    assert getattr(msg, field) == "v" * (limit + 10)

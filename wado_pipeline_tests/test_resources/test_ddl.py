@@ -32,6 +32,8 @@ DOC_COLUMNS = {
         created_time updated_time""",
 }
 
+POSTGRES_LACKS = ("dicom_image_meta", "study_date_origin")
+
 
 def print_ddl(backend: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WADO_DORIS_")}
@@ -98,4 +100,7 @@ def test_sql_ddl_has_every_doc_column(backend):
     for name, cols in DOC_COLUMNS.items():
         body = tables[name]
         for c in cols.split():
-            assert re.search(rf"^\s+`?{c}`? ", body, flags=re.M), (backend, name, c)
+            # the doc: a site's PostgreSQL image table has no study_date_origin
+            present = not (backend == "postgres" and (name, c) == POSTGRES_LACKS)
+            found = re.search(rf"^\s+`?{c}`? ", body, flags=re.M) is not None
+            assert found == present, (backend, name, c)
