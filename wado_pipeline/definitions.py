@@ -24,6 +24,7 @@ from wado_pipeline.core.contract import JOB_NAME
 from wado_pipeline.resources.doris import (
     DorisBackend,
     DorisInsertResource,
+    DorisRoutineLoadResource,
     DorisStreamLoadResource,
     MariaDBResource,
 )
@@ -36,6 +37,10 @@ from wado_pipeline.settings import Settings
 
 def doris_resource(settings: Settings, url) -> DorisBackend:
     """The Doris resource class for the site's flavor and load mode."""
+    if settings.doris_load == "routine_load":
+        return DorisRoutineLoadResource(
+            url=url, flavor=settings.doris_flavor, wait_seconds=settings.routine_load_wait_seconds
+        )
     if settings.doris_flavor == "mariadb":
         return MariaDBResource(url=url)
     if settings.doris_load == "stream_load":

@@ -99,6 +99,7 @@ def dump_tables(settings: Settings) -> dict[str, list[tuple]]:
     pg = create_engine(settings.postgres_url)
     with pg.connect() as conn:
         for t in (*S.PIPELINE_TABLES, S.INGEST_ERROR):
+            t = t.for_backend("postgres")
             order = ", ".join(f'"{k}"' for k in t.key)
             cols = ", ".join(f'"{c}"' for c in t.column_names)
             try:
@@ -115,6 +116,7 @@ def dump_tables(settings: Settings) -> dict[str, list[tuple]]:
     maria = create_engine(settings.doris_url)
     with maria.connect() as conn:
         for t in S.PIPELINE_TABLES:
+            t = t.for_backend("mariadb")
             order = ", ".join(f"`{k}`" for k in t.key)
             cols = ", ".join(f"`{c}`" for c in t.column_names)
             rows = conn.execute(text(f"SELECT {cols} FROM {t.name} ORDER BY {order}")).all()

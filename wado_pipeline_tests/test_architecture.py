@@ -113,3 +113,9 @@ def test_every_setting_round_trips_through_the_environment():
     defaults = Settings()
     assert Settings.from_env(defaults.to_env()) == defaults
     assert Settings.from_env({}) == defaults
+
+
+def test_readme_site_config_table_is_the_mapping():
+    from wado_pipeline.settings import site_config_table
+
+    assert site_config_table() in (ROOT / "README.md").read_text()

@@ -73,7 +73,7 @@ def build_ingest_assets(settings: Settings):
         batch = read_batch(storage)
         state, image = publish_records(batch)
         pg = write_postgres(batch)
-        dr = write_doris(batch)
+        dr = write_doris(batch, published=[state, image])
         dlq, errors = write_rejects(batch)
         committed = commit_offsets(
             batch,

@@ -102,7 +102,8 @@ def _write_tables(batch: Batch, backend: SqlBackend):
     counts = backend.write_batch(batch.table_rows(), batch.range)
     elapsed = round(time.perf_counter() - t0, 4)
     for t in S.PIPELINE_TABLES:
-        yield Output(None, t.name, metadata=table_metadata(batch, t.name, counts[t.name], elapsed))
+        meta = table_metadata(batch, t.name, counts[t.name], elapsed)
+        yield Output(None, t.name, metadata={**meta, **backend.write_metadata(t.name)})
 
 
 @op(out=TABLE_OUTS)
@@ -111,9 +112,11 @@ def write_postgres(context: OpExecutionContext, batch: Batch, postgres: Postgres
     yield from _write_tables(batch, postgres)
 
 
-@op(out=TABLE_OUTS)
+@op(ins={"published": In(Nothing)}, out=TABLE_OUTS)
 def write_doris(context: OpExecutionContext, batch: Batch, doris: DorisBackend):
-    """Upsert the same three tables into Doris (or its MariaDB stand-in)."""
+    """Upsert the same three tables into Doris (or its MariaDB stand-in); in
+    ``routine_load`` mode, await the published keys there instead (hence after
+    ``publish_records``)."""
     yield from _write_tables(batch, doris)
 
 

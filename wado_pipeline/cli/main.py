@@ -48,7 +48,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_init_db(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from wado_pipeline.resources.tables import doris_ddl, grants_sql, sql_ddl
+    from wado_pipeline.resources.tables import doris_ddl, grants_sql, routine_load_ddl, sql_ddl
 
     settings = Settings.from_env()
     if args.print_grants:
@@ -67,6 +67,16 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     if args.print_ddl:
         if args.print_ddl == "doris":
             sys.stdout.write(doris_ddl(settings.doris_buckets, settings.doris_replication_num))
+            if settings.doris_load == "routine_load":
+                database = make_url(settings.doris_url).database or ""
+                topics = {
+                    "log": settings.log_topic,
+                    "state": settings.state_topic,
+                    "image": settings.image_topic,
+                }
+                sys.stdout.write(
+                    "\n" + routine_load_ddl(settings.kafka_bootstrap, topics, database)
+                )
         else:
             sys.stdout.write(sql_ddl(args.print_ddl))
         return EXIT_OK

@@ -1,5 +1,9 @@
 """What the DICOM receiver publishes for a file it stored: the store message, and where
-it puts the file (``<root>/<tenant>/<study>/<series>/<sop>.dcm``).
+it puts the file (``<root>/<tenant>/<YYYYMMDD>/<study>/<series>/<sop>.dcm``), in the
+upstream receiver's own format (upstream.md): ``accession_number`` null when the tag
+is absent or longer than 16, ``created_time`` with 9 fraction digits,
+``worker_node_id`` ``DICOM_STORE_SCP``, and ``NeedTransfer`` for a syntax the site's
+viewer does not display.
 
 Used by ``wado-pipeline produce`` to publish files as the receiver would (a demo, or a
 backfill of an existing archive), and by the development tooling.
@@ -15,13 +19,21 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from wado_pipeline.core.seahash import uid_hash
+from wado_pipeline.settings import Settings
+
+WORKER_NODE_ID = "DICOM_STORE_SCP"
+ACCESSION_MAX = 16  # longer accession numbers are sent as null
+VIEWER_SYNTAXES = frozenset(Settings().viewer_transfer_syntaxes.split(","))
 
 
 def receiver_layout(root: Path, tenant: str, ds: Dataset) -> Path:
-    """Where the receiver stores a file: ``<root>/<tenant>/<study>/<series>/<sop>.dcm``."""
+    """Where the receiver stores a file: ``<root>/<tenant>/<YYYYMMDD>/<study>/<series>/
+    <sop>.dcm``, the date being the study date (or today's when it has none)."""
+    day = str(ds.get("StudyDate", "") or "").strip() or datetime.now().strftime("%Y%m%d")
     return (
         root
         / tenant
+        / day
         / str(ds.StudyInstanceUID)
         / str(ds.SeriesInstanceUID)
         / f"{ds.SOPInstanceUID}.dcm"
@@ -43,6 +55,7 @@ def store_message(
     trace_id: str | None = None,
     created_time: datetime | None = None,
     file_size: int | None = None,
+    viewer_syntaxes: frozenset[str] = VIEWER_SYNTAXES,
 ) -> dict[str, Any]:
     """The JSON object the receiver publishes for a stored file."""
     study = str(ds.get("StudyInstanceUID", ""))
@@ -52,9 +65,14 @@ def store_message(
     study_date = (
         f"{raw_date[:4]}-{raw_date[4:6]}-{raw_date[6:8]}" if len(raw_date) == 8 else "1900-01-01"
     )
+    accession = ds.get("AccessionNumber")
+    accession = None if accession is None else str(accession).strip()
+    if accession is not None and len(accession) > ACCESSION_MAX:
+        accession = None
+    syntax = str(ds.file_meta.TransferSyntaxUID)
     return {
         "trace_id": trace_id or str(uuid.uuid4()),
-        "worker_node_id": "storescp-1",
+        "worker_node_id": WORKER_NODE_ID,
         "tenant_id": tenant_id,
         "patient_id": str(ds.get("PatientID", "")),
         "study_uid": study,
@@ -62,15 +80,16 @@ def store_message(
         "sop_uid": str(ds.get("SOPInstanceUID", "")),
         "file_size": file_size if file_size is not None else path.stat().st_size,
         "file_path": str(path),
-        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+        "transfer_syntax_uid": syntax,
         "number_of_frames": _frames(ds),
-        "created_time": created.isoformat(),
+        # chrono's nanosecond form: 9 fraction digits
+        "created_time": created.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000",
         "series_uid_hash": uid_hash(series) if series else "",
         "study_uid_hash": uid_hash(study) if study else "",
-        "accession_number": str(ds.get("AccessionNumber", "")),
-        "target_ts": str(ds.file_meta.TransferSyntaxUID),
+        "accession_number": accession,
+        "target_ts": syntax,
         "study_date": study_date,
-        "transfer_status": "Success",
+        "transfer_status": "NoNeedTransfer" if syntax in viewer_syntaxes else "NeedTransfer",
         "source_ip": "127.0.0.1",
         "source_ae": "MODALITY1",
     }

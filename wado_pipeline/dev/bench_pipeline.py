@@ -93,9 +93,7 @@ def core_loop(s: Settings, n: int) -> dict:
             rng = OffsetRange(
                 s.storage_topic, o.partition, start, min(o.end, start + s.max_batch_messages)
             )
-            batch = steps.read(
-                kafka, rng, ingest.roots, ingest.parse_workers, ingest.transcoding
-            )
+            batch = steps.read(kafka, rng, ingest.roots, ingest.parse_workers, ingest.transcoding)
             stages["read_s"] += batch.timings["read_s"]
             stages["parse_s"] += batch.timings["parse_s"]
             t = time.perf_counter()

@@ -9,18 +9,24 @@
   tables upsert whole rows, their sequence column keeps the newest version.
 - ``DorisStreamLoadResource``: Doris through the FE's HTTP Stream Load, one load per
   table and batch, labelled so a retried or re-executed batch loads once.
+- ``DorisRoutineLoadResource``: the site's Routine Load jobs load Doris from the
+  topics; runs write nothing there and await the batch's keys.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import ClassVar
 
+from pydantic import PrivateAttr
 from sqlalchemy import Table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.resources.queries import count_present
 from wado_pipeline.resources.sql import Rows, SqlBackend
 from wado_pipeline.resources.stream_load import LoadResult, StreamLoader, encode_rows, make_label
 from wado_pipeline.resources.tables import doris_ddl, sa_tables
@@ -113,3 +119,84 @@ class DorisStreamLoadResource(DorisInsertResource):
             raise ValueError("Stream Load needs the batch's offset range for its labels")
         self.stream_load_batch(rows_by_table, rng)  # raises unless every load succeeded
         return {name: len(rows) for name, rows in rows_by_table.items()}
+
+
+class DorisRoutineLoadResource(DorisBackend):
+    """``WADO_DORIS_LOAD=routine_load``: the site's own Doris Routine Load jobs load the
+    state and image tables from the output topics and the object table from the
+    receiver's ``log_queue`` (``routine_load_ddl``). Runs write nothing into Doris (a
+    second writer would duplicate rows in a DUPLICATE KEY object table); after the
+    batch is published they await its keys there, for at most ``wait_seconds``, and
+    report what Doris holds. Missing keys fail the batch's ``keys_present`` check,
+    not the run: the rows are in the topics, which the jobs will load.
+
+    ``flavor`` says which column set the tables have (``doris`` or the ``mariadb``
+    stand-in, where the test's stand-in loader plays the Routine Load jobs)."""
+
+    flavor: str = "doris"
+    wait_seconds: float = 60.0
+    poll_seconds: float = 0.5
+
+    service_name: ClassVar[str] = "Doris (Routine Load)"
+    writes_rows: ClassVar[bool] = False
+    _report: dict = PrivateAttr(default_factory=dict)
+
+    @property
+    def specs(self) -> dict[str, S.Table]:
+        return S.tables_for("mariadb" if self.flavor == "mariadb" else "doris")
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        all_tables = sa_tables("mariadb" if self.flavor == "mariadb" else "doris", None)
+        return {t.name: all_tables[t.name] for t in S.PIPELINE_TABLES}
+
+    @property
+    def expected_tables(self) -> tuple[S.Table, ...]:
+        """Runs only read keys here: the key columns are what must exist."""
+        out = []
+        for name in self.tables:
+            spec = self.specs[name]
+            keys = set(spec.key) | set(spec.doris_key)
+            out.append(replace(spec, columns=tuple(c for c in spec.columns if c.name in keys)))
+        return tuple(out)
+
+    def _create_tables(self, conn) -> None:
+        if self.flavor == "mariadb":
+            MariaDBResource(url=self.url)._create_tables(conn)
+        else:
+            DorisInsertResource(url=self.url)._create_tables(conn)
+
+    def _write(self, rows_by_table: Rows, rng: OffsetRange | None) -> dict[str, int]:
+        """Write nothing; await the batch's keys (the Routine Load jobs' lag)."""
+        specs, tables = self.specs, self.tables
+        want = {
+            name: sorted({tuple(r[k] for k in specs[name].key) for r in rows})
+            for name, rows in rows_by_table.items()
+        }
+        t0 = time.monotonic()
+        deadline = t0 + self.wait_seconds
+        while True:
+            with self.engine.connect() as conn:
+                found = {
+                    name: count_present(conn, specs[name], tables[name], keys) if keys else 0
+                    for name, keys in want.items()
+                }
+            done = all(found[n] == len(want[n]) for n in want)
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(self.poll_seconds)
+        waited = round(time.monotonic() - t0, 3)
+        self._report = {
+            name: {
+                "load": "routine_load (the site's jobs; the run wrote nothing)",
+                "keys_expected": len(want[name]),
+                "keys_found": found[name],
+                "keys_missing": len(want[name]) - found[name],
+                "routine_load_lag_s": waited if done else f">{self.wait_seconds:g}",
+            }
+            for name in want
+        }
+        return dict.fromkeys(want, 0)
+
+    def write_metadata(self, table: str) -> dict:
+        return dict(self._report.get(table, {}))

@@ -16,11 +16,14 @@ def _chunks(keys: Sequence[tuple]) -> list[Sequence[tuple]]:
 
 
 def count_present(conn: Connection, spec: S.Table, table: Table, keys: Sequence[tuple]) -> int:
-    """How many of ``keys`` (tuples in ``spec.key`` order) exist in the table."""
+    """How many of ``keys`` (tuples in ``spec.key`` order) exist in the table. Distinct
+    keys: a Doris DUPLICATE KEY table may hold a key twice."""
     cols = [table.c[k] for k in spec.key]
     return sum(
         conn.execute(
-            select(func.count()).select_from(table).where(tuple_(*cols).in_(list(part)))
+            select(func.count()).select_from(
+                select(*cols).where(tuple_(*cols).in_(list(part))).distinct().subquery()
+            )
         ).scalar_one()
         for part in _chunks(keys)
     )

@@ -55,12 +55,15 @@ class LiveColumn:
 
 
 def table_problems(
-    expected: Sequence[S.Table], found: Mapping[str, Mapping[str, LiveColumn]]
+    expected: Sequence[S.Table],
+    found: Mapping[str, Mapping[str, LiveColumn]],
+    writes: bool = True,
 ) -> list[str]:
     """What stops a run from writing, found once before any row is sent: a missing
     table or column, a type that cannot hold ours, a column shorter than our limit, a
     NOT NULL column we may leave empty, or a NOT NULL column without a default that we
-    do not write (every insert would fail)."""
+    do not write (every insert would fail). With ``writes=False`` (a run that only
+    reads keys) only the presence and types of ``expected``'s columns matter."""
     problems = []
     for table in expected:
         columns = found.get(table.name)
@@ -81,7 +84,7 @@ def table_problems(
                 )
             elif col.nullable and not live.nullable:
                 problems.append(f"{where} is NOT NULL, the pipeline may leave it empty")
-        for name, live in columns.items():
+        for name, live in columns.items() if writes else ():
             if name not in ours and not live.nullable and not live.has_default:
                 problems.append(
                     f"column {table.name}.{name} is NOT NULL without a default and the "
@@ -105,6 +108,7 @@ class SqlBackend(ConfigurableResource):
 
     service_name: ClassVar[str] = "SQL database"  # how errors and the UI name it
     backend: ClassVar[S.Backend] = "postgres"  # which column set its tables have
+    writes_rows: ClassVar[bool] = True  # False: runs only read keys (Routine Load mode)
     connect_args: ClassVar[Mapping[str, Any]] = {}
 
     @property
@@ -166,7 +170,7 @@ class SqlBackend(ConfigurableResource):
         found = with_retries(
             attempt, retry_on=TRANSIENT_DB_ERRORS, what=f"{self.service_name} catalog"
         )
-        problems = table_problems(self.expected_tables, found)
+        problems = table_problems(self.expected_tables, found, self.writes_rows)
         if problems:
             raise TablesNotReady(
                 f"{self.service_name} at {self.location}: "
@@ -175,6 +179,11 @@ class SqlBackend(ConfigurableResource):
                 "(or apply `wado-pipeline init-db --print-ddl …`), then re-execute this run."
             )
         self._checked = True
+
+    def write_metadata(self, table: str) -> dict:
+        """What the last ``write_batch`` has to say about ``table`` beyond its row count
+        (shown on the table's materialization)."""
+        return {}
 
     def write_batch(self, rows_by_table: Rows, rng: OffsetRange | None = None) -> dict[str, int]:
         """Upsert the rows of several tables; returns the rows written per table.

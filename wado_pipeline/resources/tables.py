@@ -156,6 +156,47 @@ def doris_ddl(buckets: int = 8, replication_num: int = 1) -> str:
     return "\n".join(out)
 
 
+# Which topic feeds each Doris table in a site's Routine Load set-up (upstream.md).
+ROUTINE_LOAD_SOURCES = {
+    S.OBJECT_META.name: "log",  # the receiver's copy of every store message
+    S.STATE_META.name: "state",
+    S.IMAGE_META.name: "image",
+}
+
+
+def routine_load_ddl(brokers: str, topics: dict[str, str], database: str) -> str:
+    """The Doris Routine Load jobs a site needs with ``WADO_DORIS_LOAD=routine_load``:
+    one per table, JSON mapped by column name (what upstream's jobs do), reading every
+    partition of its topic from the beginning. ``topics`` maps ``log``, ``state`` and
+    ``image`` to topic names. The object table's job reads the store message as the
+    receiver wrote it (its ``created_time`` has up to 9 fraction digits: Doris keeps 6)."""
+    out = [
+        "-- Routine Load jobs for WADO_DORIS_LOAD=routine_load: Doris loads itself from",
+        "-- the topics; the pipeline's runs write nothing into these tables.",
+    ]
+    for t in S.PIPELINE_TABLES:
+        spec = t.for_backend("doris")
+        columns = ",\n".join(f"    `{c}`" for c in spec.column_names)
+        topic = topics[ROUTINE_LOAD_SOURCES[t.name]]
+        out.append(
+            f"CREATE ROUTINE LOAD `{database}`.`wado_{t.name}_load` ON `{t.name}`\n"
+            f"COLUMNS (\n{columns}\n)\n"
+            "PROPERTIES (\n"
+            '    "format" = "json",\n'
+            '    "strict_mode" = "false",\n'
+            '    "max_batch_interval" = "5",\n'
+            '    "max_error_number" = "1000"\n'
+            ")\n"
+            "FROM KAFKA (\n"
+            f'    "kafka_broker_list" = "{brokers}",\n'
+            f'    "kafka_topic" = "{topic}",\n'
+            f'    "property.group.id" = "doris_{t.name}_load",\n'
+            '    "property.kafka_default_offsets" = "OFFSET_BEGINNING"\n'
+            ");\n"
+        )
+    return "\n".join(out)
+
+
 def grants_sql(backend: str, role: str, reader: str, database: str, schema: str = "public") -> str:
     """Least-privilege grants for ``backend`` (postgres, mariadb, doris).
 

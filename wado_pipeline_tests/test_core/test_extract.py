@@ -352,7 +352,7 @@ def test_realistic_synthetic_instance(tmp_path):
     assert out.image["window_center"] == "40\\400"
     assert out.image["image_position_patient"] == "-125.000000\\-125.000000\\-91.250000"
     assert out.image["space_size"] == path.stat().st_size
-    assert out.image["image_status"] == "Success"
+    assert out.image["image_status"] == "NoNeedTransfer"
 
 
 def test_latin1_charset(tmp_path):

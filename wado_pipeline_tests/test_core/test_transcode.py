@@ -18,7 +18,7 @@ from wado_pipeline.core.transcode import (
 
 # One real file per compressed syntax the receiver may mark NeedTransfer.
 COMPRESSED = {
-    "1.2.840.10008.1.2.4.50": "SC_rgb_jpeg.dcm",  # JPEG baseline
+    "1.2.840.10008.1.2.4.50": "SC_jpeg_no_color_transform.dcm",  # JPEG baseline
     "1.2.840.10008.1.2.4.70": "JPEG-LL.dcm",  # JPEG lossless
     "1.2.840.10008.1.2.4.80": "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS
     "1.2.840.10008.1.2.4.90": "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless

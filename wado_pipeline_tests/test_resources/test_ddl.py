@@ -104,3 +104,23 @@ def test_sql_ddl_has_every_doc_column(backend):
             present = not (backend == "postgres" and (name, c) == POSTGRES_LACKS)
             found = re.search(rf"^\s+`?{c}`? ", body, flags=re.M) is not None
             assert found == present, (backend, name, c)
+
+
+def test_routine_load_mode_also_prints_the_jobs_a_site_needs():
+    """Pinned by golden text: the tables, then one job per table from its topic."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WADO_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "wado_pipeline.cli", "init-db", "--print-ddl", "doris"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "WADO_DORIS_LOAD": "routine_load"},
+    ).stdout
+    assert out == (GOLDEN / "doris_routine_load.sql").read_text()
+    jobs = dict(re.findall(r"ON `(\w+)`.*?\"kafka_topic\" = \"(\w+)\"", out, flags=re.S))
+    assert jobs == {
+        "dicom_object_meta": "log_queue",
+        "dicom_state_meta": "dicom_state_queue",
+        "dicom_image_meta": "dicom_image_queue",
+    }
+    assert print_ddl("doris") in out and "ROUTINE LOAD" not in print_ddl("doris")
