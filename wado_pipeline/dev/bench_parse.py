@@ -142,7 +142,51 @@ def bench_parse(n_synthetic: int = 600, repeat: int = 3, workers: int | None = N
         "workers": workers,
         "cpu_parallel_ceiling": round(cpu_parallel_ceiling(workers), 3),
         "machine_cores": os.cpu_count(),
+        "transcode_need_transfer": bench_transcode(),
     }
+
+
+def bench_transcode(copies: int = 8) -> dict[str, dict]:
+    """NeedTransfer rewrites per source syntax (``core.transcode``: decode, write,
+    fsync, rename, in a forked child): files/s over ``copies`` fresh copies of every
+    pydicom test file in that syntax, and how many of those files decode at all."""
+    import shutil
+    import warnings
+
+    from pydicom.data import get_testdata_files
+
+    from wado_pipeline.core.transcode import Transcoding, transcode_in_place
+
+    by_syntax: dict[str, list[str]] = {}
+    for name in sorted(set(get_testdata_files("*.dcm"))):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ts = pydicom.dcmread(name, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        except Exception:
+            continue
+        if ts.is_compressed:
+            by_syntax.setdefault(str(ts), []).append(name)
+    policy = Transcoding()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ts, names in sorted(by_syntax.items()):
+            work = []
+            for i in range(copies):
+                for j, name in enumerate(names):
+                    dest = Path(tmp) / f"{ts}_{i}_{j}.dcm"
+                    shutil.copyfile(name, dest)
+                    work.append(dest)
+            t0 = time.perf_counter()
+            outcomes = [transcode_in_place(str(p), policy).outcome for p in work]
+            elapsed = time.perf_counter() - t0
+            out[f"{ts} {pydicom.uid.UID(ts).name}"] = {
+                "files_per_s": round(len(work) / elapsed, 1),
+                "decoded": f"{outcomes.count('done') // copies} of {len(names)} files",
+            }
+            for p in work:
+                p.unlink()
+    return out
 
 
 def print_table(result: dict) -> None:

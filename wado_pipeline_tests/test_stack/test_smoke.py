@@ -32,6 +32,7 @@ def _object_row(trace_id: str) -> dict:
     row = dict.fromkeys(S.OBJECT_META.column_names)
     row.update(
         trace_id=trace_id,
+        worker_node_id="DICOM_STORE_SCP",
         tenant_id="t",
         patient_id="p",
         study_uid="1.2",

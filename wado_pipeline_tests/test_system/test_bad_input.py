@@ -82,8 +82,10 @@ def build_corpus(root, outside):
         raw={(0x0008, 0x1030): ("LO", b"HEAD\x00CT")},
     )
     add(m_sql, None)
-    # close to the broker's 1 MiB message limit, with a huge field value
-    add(dict(good, accession_number="A" * 1_000_000), "too_long")
+    # close to the broker's 1 MiB message limit, with a huge key field: rejected
+    add(dict(good, trace_id="A" * 1_000_000), "too_long")
+    # a huge non-key value is cut to its column with a warning, never a rejection
+    add(dict(good, trace_id="cut-accession", accession_number="A" * 100_000), None)
     # at the broker's edge (the exact-limit message: test_broker_edge.py)
     add(None, "bad_json")  # a null value (tombstone)
     add(b'{"trace_id": "\xff\xfe caf\xe9"}', "bad_json")  # not UTF-8
