@@ -11,7 +11,7 @@ export DAGSTER_POSTGRES_URL ?= $(DAGSTER_STORAGE_DEFAULT)
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || { bash stack/python.sh $(PYTHON) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	# `source .venv/bin/activate` gives Dagster commands the local stack's storage

@@ -41,3 +41,37 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >"$STATE/apt-install.log" 2>&1 \
     || die "apt-get install $* failed; see $STATE/apt-install.log"
 }
+
+# ---------------------------------------------------------------- prerequisites
+# What a plain Debian 12 (or Ubuntu 22.04+) machine lacks, installed only when missing.
+
+java_major() {
+  java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}'
+}
+
+ensure_java() {  # a Java runtime for Kafka: headless, 17 or newer
+  if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ]; then
+    say "installing a Java runtime (openjdk-17-jre-headless) from Debian packages"
+    apt_install openjdk-17-jre-headless
+  fi
+}
+
+ensure_maven() {  # Maven resolves Kafka's jars from Maven Central
+  if ! command -v mvn >/dev/null 2>&1; then
+    say "installing Maven from Debian packages"
+    apt_install maven
+  fi
+}
+
+ensure_python_venv() {  # $1: the interpreter the venv is made with
+  local python=$1 version
+  if ! command -v "$python" >/dev/null 2>&1; then
+    say "installing $python and its venv module from Debian packages"
+    apt_install "$python" "$python-venv"
+  fi
+  if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    say "installing python$version-venv (the venv module) from Debian packages"
+    apt_install "python$version-venv"
+  fi
+}

@@ -68,6 +68,7 @@ kafka_jars() {
   want=$(sha256sum "$KAFKA_DIR/pom.xml" | cut -d' ' -f1)
   [ -f "$KAFKA_DIR/lib/.pom.sha256" ] && have=$(cat "$KAFKA_DIR/lib/.pom.sha256")
   if [ "$want" != "$have" ]; then
+    ensure_maven
     say "resolving Kafka jars from Maven Central"
     rm -rf "$KAFKA_DIR/lib"
     (cd "$KAFKA_DIR" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib \
@@ -78,6 +79,7 @@ kafka_jars() {
 }
 
 start_kafka() {
+  ensure_java
   kafka_jars
   local data="$KAFKA_STATE/data" props="$KAFKA_STATE/server.properties"
   sed "s#@DATA_DIR@#$data#" "$KAFKA_DIR/server.properties.in" >"$props"

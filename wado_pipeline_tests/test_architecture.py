@@ -119,3 +119,49 @@ def test_readme_site_config_table_is_the_mapping():
     from wado_pipeline.settings import site_config_table
 
     assert site_config_table() in (ROOT / "README.md").read_text()
+
+
+# Runtime dependencies that production code does not import, each with the one place
+# that uses it instead. Anything else must be imported by wado_pipeline/.
+NOT_IMPORTED_ON_PURPOSE = {
+    # `dagster dev` / `dagster-webserver` serve the UI from it (make dev, make demo)
+    "dagster-webserver": "the Dagster UI process",
+    # dagster.yaml's `storage: postgres:` makes Dagster load it (runs, events, schedules)
+    "dagster-postgres": "dagster.yaml",
+}
+# distribution name -> the module it installs, where the two differ
+IMPORT_NAMES = {
+    "kafka-python": "kafka",
+    "psycopg2-binary": "psycopg2",
+    "SQLAlchemy": "sqlalchemy",
+    "pylibjpeg-libjpeg": "libjpeg",
+    "pylibjpeg-openjpeg": "openjpeg",
+    "pylibjpeg-rle": "rle",
+}
+
+
+def test_every_runtime_dependency_earns_its_place():
+    """Each dependency in pyproject.toml is imported by production code, or is one of
+    the two used by name elsewhere (and is used there)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0] for d in project["dependencies"]]
+    imported = {
+        name.split(".")[0]
+        for path in PACKAGE.rglob("*.py")
+        if layer_of(path) != "dev"  # development tooling is not production
+        for name in imports(path, top_level_only=False)
+    }
+    unused = []
+    for dist in names:
+        if dist in NOT_IMPORTED_ON_PURPOSE:
+            continue
+        module = IMPORT_NAMES.get(dist, dist.replace("-", "_"))
+        if module not in imported:
+            unused.append(dist)
+    assert unused == [], f"declared but imported by no production code: {unused}"
+    assert "storage:\n  postgres:\n" in (ROOT / "dagster.yaml").read_text()
+    assert "dagster dev" in (ROOT / "Makefile").read_text()
+    assert set(NOT_IMPORTED_ON_PURPOSE) <= set(names)

@@ -22,7 +22,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+# The decoders pydicom finds through pylibjpeg's plugin registry are imported here so
+# that a missing plugin fails loudly at start-up instead of turning every NeedTransfer
+# file of its syntax into a "cannot decode" warning.
+import libjpeg  # noqa: F401  JPEG baseline/extended/lossless, JPEG-LS
+import openjpeg  # noqa: F401  JPEG 2000
 import pydicom
+import pylibjpeg  # noqa: F401  the plugin registry pydicom asks
+import rle  # noqa: F401  RLE Lossless
 from pydicom.uid import UID
 
 # Uncompressed syntaxes this module can write.

@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pydicom
@@ -143,6 +144,7 @@ def bench_parse(n_synthetic: int = 600, repeat: int = 3, workers: int | None = N
         "cpu_parallel_ceiling": round(cpu_parallel_ceiling(workers), 3),
         "machine_cores": os.cpu_count(),
         "transcode_need_transfer": bench_transcode(),
+        "rows_vs_dataframe": bench_rows_vs_dataframe(),
     }
 
 
@@ -186,6 +188,33 @@ def bench_transcode(copies: int = 8) -> dict[str, dict]:
             }
             for p in work:
                 p.unlink()
+    return out
+
+
+def bench_rows_vs_dataframe(repeat: int = 20) -> dict[str, dict]:
+    """Why the hot path keeps plain rows: a batch's image rows copied as dicts, against
+    the same rows through a pandas DataFrame and back (what a DataFrame-based step would
+    add per batch), at the smallest and the largest batch the policy makes."""
+    import pandas as pd
+
+    from wado_pipeline.core.extract import build_records
+
+    with tempfile.TemporaryDirectory() as tmp:
+        items = list(synthetic_archive(Path(tmp), "bench", 1, seed="rows", rows=64))
+        path, ds, _ = items[0]
+        image = build_records(ds, "bench", datetime.now(), str(path), 0).image
+    out = {}
+    for n in (50, 2000):
+        rows = [dict(image, sop_uid=f"{image['sop_uid']}.{i}") for i in range(n)]
+        plain = _best_rate(1, lambda rows=rows: [dict(r) for r in rows], repeat)
+        frame = _best_rate(
+            1, lambda rows=rows: pd.DataFrame.from_records(rows).to_dict("records"), repeat
+        )
+        out[f"{n}_rows"] = {
+            "plain_ms": round(1000 / plain, 3),
+            "dataframe_ms": round(1000 / frame, 3),
+            "dataframe_vs_plain": round(plain / frame, 1),
+        }
     return out
 
 

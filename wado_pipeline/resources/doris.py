@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from typing import ClassVar
 
+import pymysql
 from pydantic import PrivateAttr
 from sqlalchemy import Table, text
 from sqlalchemy.engine import make_url
@@ -27,7 +28,7 @@ from sqlalchemy.schema import CreateTable
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
 from wado_pipeline.resources.queries import count_present
-from wado_pipeline.resources.sql import Rows, SqlBackend
+from wado_pipeline.resources.sql import TRANSIENT_DB_ERRORS, Rows, SqlBackend
 from wado_pipeline.resources.stream_load import LoadResult, StreamLoader, encode_rows, make_label
 from wado_pipeline.resources.tables import doris_ddl, sa_tables
 from wado_pipeline.resources.upserts import doris_insert_sql, mariadb_upsert
@@ -39,6 +40,13 @@ class DorisBackend(SqlBackend):
 
     connect_args: ClassVar = {"charset": "utf8mb4"}
     backend: ClassVar[S.Backend] = "doris"
+    # Writes through the raw PyMySQL cursor (``DorisInsertResource``) raise PyMySQL's own
+    # errors, not SQLAlchemy's: a dropped connection must be retried all the same.
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        *TRANSIENT_DB_ERRORS,
+        pymysql.err.OperationalError,
+        pymysql.err.InterfaceError,
+    )
 
     @property
     def tables(self) -> dict[str, Table]:

@@ -109,6 +109,7 @@ class SqlBackend(ConfigurableResource):
     service_name: ClassVar[str] = "SQL database"  # how errors and the UI name it
     backend: ClassVar[S.Backend] = "postgres"  # which column set its tables have
     writes_rows: ClassVar[bool] = True  # False: runs only read keys (Routine Load mode)
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = TRANSIENT_DB_ERRORS
     connect_args: ClassVar[Mapping[str, Any]] = {}
 
     @property
@@ -154,7 +155,7 @@ class SqlBackend(ConfigurableResource):
             with self.engine.begin() as conn:
                 self._create_tables(conn)
 
-        with_retries(attempt, retry_on=TRANSIENT_DB_ERRORS, what=f"{self.service_name} DDL")
+        with_retries(attempt, retry_on=self.transient_errors, what=f"{self.service_name} DDL")
 
     def check_tables(self) -> None:
         """Check once per run, through the catalog (no privilege beyond DML needed), that
@@ -168,7 +169,7 @@ class SqlBackend(ConfigurableResource):
                 return self._catalog(conn)
 
         found = with_retries(
-            attempt, retry_on=TRANSIENT_DB_ERRORS, what=f"{self.service_name} catalog"
+            attempt, retry_on=self.transient_errors, what=f"{self.service_name} catalog"
         )
         problems = table_problems(self.expected_tables, found, self.writes_rows)
         if problems:
@@ -190,7 +191,7 @@ class SqlBackend(ConfigurableResource):
         ``rng`` is the batch's offset range (a load label for backends that use one)."""
         return with_retries(
             lambda: self._write(rows_by_table, rng),
-            retry_on=TRANSIENT_DB_ERRORS,
+            retry_on=self.transient_errors,
             what=f"{self.service_name} write",
         )
 
