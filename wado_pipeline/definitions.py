@@ -19,7 +19,8 @@ from dagster import (
 
 from wado_pipeline.assets.checks import build_batch_checks, build_storage_checks
 from wado_pipeline.assets.ingest import build_ingest_assets
-from wado_pipeline.assets.keys import asset_keys
+from wado_pipeline.assets.keys import asset_keys, sink_keys
+from wado_pipeline.assets.rebuild import rebuild_sink
 from wado_pipeline.core.contract import JOB_NAME
 from wado_pipeline.resources.doris import (
     DorisBackend,
@@ -88,9 +89,12 @@ def build_definitions(settings: Settings) -> Definitions:
     return Definitions(
         assets=[storage, ingest_batch],
         asset_checks=[*build_storage_checks(keys["storage"], JOB_NAME), *build_batch_checks(keys)],
-        jobs=[job],
-        sensors=[build_kafka_sensor(job, keys["storage"])],
+        jobs=[job, rebuild_sink],
+        sensors=[build_kafka_sensor(job, keys["storage"], lambda sink: sink_keys(settings, sink))],
         resources=build_resources(settings),
+        # The UI's Materialize buttons run the implicit asset job: same executor as the
+        # sensor's runs (one process per run, the parsed batch kept in memory).
+        executor=in_process_executor,
     )
 
 

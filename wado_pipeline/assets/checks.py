@@ -10,6 +10,7 @@ from collections import Counter
 
 from dagster import (
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -26,8 +27,8 @@ from wado_pipeline.core.contract import (
     PARTITION_TAG,
     UNPROCESSED_CHECK,
     partition_tag,
-    range_from_run_config,
     range_from_tags,
+    ranges_of_run,
 )
 from wado_pipeline.core.message import parse_store_message
 from wado_pipeline.core.progress import PartitionProgress, subtract
@@ -124,10 +125,11 @@ def build_storage_checks(storage_key: AssetKey, job_name: str):
     return [no_offsets_lost, no_failed_batches]
 
 
-def _expected_keys(records, rejected: set[int]) -> dict[str, list[tuple]]:
+def _expected_keys(records, rejected: set[tuple[int, int]]) -> dict[str, list[tuple]]:
+    """Keys the tables must hold for ``records``; ``rejected``: (partition, offset)."""
     keys: dict[str, set[tuple]] = {t.name: set() for t in S.PIPELINE_TABLES}
     for r in records:
-        if r.offset in rejected:
+        if (r.partition, r.offset) in rejected:
             continue
         try:
             m = parse_store_message(r.value)
@@ -175,69 +177,97 @@ def build_batch_checks(keys: dict[str, AssetKey]):
         )
     )
 
-    @multi_asset_check(specs=specs, name="batch_checks")
+    # can_subset: a run that rebuilds some sinks runs only their checks.
+    @multi_asset_check(specs=specs, name="batch_checks", can_subset=True)
     def batch_checks(
         context: AssetCheckExecutionContext,
         kafka: KafkaResource,
         postgres: PostgresResource,
         doris: DorisBackend,
+        ingest: IngestSettings,
     ):
-        rng = range_from_run_config(context.run.run_config)
-        records = kafka.read_range(rng.topic, rng.partition, rng.start, rng.end)
-        err = postgres.tables[S.INGEST_ERROR.name]
-        with postgres.engine.connect() as conn:
-            rejected = dict(
-                conn.execute(
-                    select(err.c.offset, err.c.reason).where(
-                        err.c.topic == rng.topic,
-                        err.c.partition == rng.partition,
-                        err.c.offset >= rng.start,
-                        err.c.offset < rng.end,
+        selected = context.selected_asset_check_keys
+
+        def evaluate():
+            # fetched again: a run launched without a range tags itself while running
+            run = context.instance.get_run_by_id(context.run.run_id) or context.run
+            ranges = ranges_of_run(run.run_config, run.tags, ingest.storage_topic) or []
+            records, rejected = [], {}
+            err = postgres.tables[S.INGEST_ERROR.name]
+            for rng in ranges:
+                records.extend(kafka.read_range(rng.topic, rng.partition, rng.start, rng.end))
+                with postgres.engine.connect() as conn:
+                    rejected.update(
+                        {
+                            (rng.partition, offset): reason
+                            for offset, reason in conn.execute(
+                                select(err.c.offset, err.c.reason).where(
+                                    err.c.topic == rng.topic,
+                                    err.c.partition == rng.partition,
+                                    err.c.offset >= rng.start,
+                                    err.c.offset < rng.end,
+                                )
+                            ).all()
+                        }
                     )
-                ).all()
+            expected = _expected_keys(records, set(rejected))
+            selected_assets = {k.asset_key for k in selected}
+            range_text = "; ".join(
+                f"{r.topic}[{r.partition}] {r.start}..{r.end - 1}" for r in ranges
             )
-        expected = _expected_keys(records, set(rejected))
-        range_text = f"{rng.topic}[{rng.partition}] {rng.start}..{rng.end - 1}"
-        for prefix, res in (("pg", postgres), ("doris", doris)):
-            tables = res.tables
-            with res.engine.connect() as conn:
-                for t in S.PIPELINE_TABLES:
-                    key = keys[f"{prefix}_{t.name}"]
-                    want = expected[t.name]
-                    found = queries.count_present(conn, t, tables[t.name], want)
-                    yield AssetCheckResult(
-                        asset_key=key,
-                        check_name=KEYS_PRESENT,
-                        passed=found == len(want),
-                        metadata={
-                            "offset_range": range_text,
-                            "expected_keys": len(want),
-                            "found_keys": found,
-                        },
-                    )
-                    counts = {NO_NULL_KEYS: queries.count_null_keys(conn, t, tables[t.name], want)}
-                    if prefix == "pg":
-                        counts[NO_DUPLICATES] = queries.count_duplicate_keys(
-                            conn, t, tables[t.name], want
-                        )
-                    for check, bad in counts.items():
+            for prefix, res in (("pg", postgres), ("doris", doris)):
+                mine = [
+                    t for t in S.PIPELINE_TABLES if keys[f"{prefix}_{t.name}"] in selected_assets
+                ]
+                if not mine:
+                    continue
+                tables = res.tables
+                with res.engine.connect() as conn:
+                    for t in mine:
+                        key = keys[f"{prefix}_{t.name}"]
+                        want = expected[t.name]
+                        found = queries.count_present(conn, t, tables[t.name], want)
                         yield AssetCheckResult(
                             asset_key=key,
-                            check_name=check,
-                            passed=bad == 0,
-                            metadata={COUNT_LABEL[check]: bad},
+                            check_name=KEYS_PRESENT,
+                            passed=found == len(want),
+                            metadata={
+                                "offset_range": range_text,
+                                "expected_keys": len(want),
+                                "found_keys": found,
+                            },
                         )
-        by_reason = dict(Counter(rejected.values()))
-        yield AssetCheckResult(
-            asset_key=keys["pg_errors"],
-            check_name=REJECTS,
-            passed=not rejected,
-            severity=AssetCheckSeverity.WARN,
-            metadata={
-                "offset_range": range_text,
-                "rejected": len(rejected),
-                "rejects_by_reason": by_reason or "none",
-            },
-        )
+                        counts = {
+                            NO_NULL_KEYS: queries.count_null_keys(conn, t, tables[t.name], want)
+                        }
+                        if prefix == "pg":
+                            counts[NO_DUPLICATES] = queries.count_duplicate_keys(
+                                conn, t, tables[t.name], want
+                            )
+                        for check, bad in counts.items():
+                            yield AssetCheckResult(
+                                asset_key=key,
+                                check_name=check,
+                                passed=bad == 0,
+                                metadata={COUNT_LABEL[check]: bad},
+                            )
+            by_reason = dict(Counter(rejected.values()))
+            if keys["pg_errors"] not in selected_assets:
+                return
+            yield AssetCheckResult(
+                asset_key=keys["pg_errors"],
+                check_name=REJECTS,
+                passed=not rejected,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "offset_range": range_text,
+                    "rejected": len(rejected),
+                    "rejects_by_reason": by_reason or "none",
+                },
+            )
+
+        for result in evaluate():
+            if AssetCheckKey(result.asset_key, result.check_name) in selected:
+                yield result
 
     return [batch_checks]

@@ -23,3 +23,15 @@ def asset_keys(settings: Settings) -> dict[str, AssetKey]:
         keys[f"pg_{t.name}"] = AssetKey(["postgres", t.name])
         keys[f"doris_{t.name}"] = AssetKey(["doris", t.name])
     return keys
+
+
+def sink_keys(settings: Settings, sink: str) -> list[AssetKey]:
+    """The assets one sink consists of (what ``rebuild --sink`` materializes)."""
+    keys = asset_keys(settings)
+    if sink == "doris":
+        return [keys[f"doris_{t.name}"] for t in S.PIPELINE_TABLES]
+    if sink == "postgres":
+        return [keys[f"pg_{t.name}"] for t in S.PIPELINE_TABLES]
+    if sink == "topics":
+        return [keys["state_topic"], keys["image_topic"]]
+    raise ValueError(f"unknown sink {sink}")

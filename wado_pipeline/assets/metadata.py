@@ -54,9 +54,9 @@ def preview(table: str, rows: list[dict]) -> MetadataValue:
 
 def batch_metadata(batch: Batch) -> dict:
     """Counts every output of a batch carries."""
-    g, rng = batch.grouped, batch.range
+    g = batch.grouped
     return {
-        "offset_range": f"{rng.topic}[{rng.partition}] {rng.start}..{rng.end - 1}",
+        "offset_range": batch.describe() or "nothing pending",
         "consumed": g.consumed,
         "accepted": g.accepted,
         "rejected": len(g.rejections),

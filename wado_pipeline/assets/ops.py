@@ -12,6 +12,7 @@ write that failed; ``read_batch``'s output is kept by the IO manager for that.
 
 import resource
 import time
+from typing import Optional
 
 from dagster import (
     Config,
@@ -23,6 +24,7 @@ from dagster import (
     Output,
     op,
 )
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 from pydantic import Field
 
 from wado_pipeline.assets import steps
@@ -30,36 +32,147 @@ from wado_pipeline.assets.metadata import batch_metadata, table_metadata
 from wado_pipeline.assets.steps import Batch
 from wado_pipeline.assets.storage_pool import pool_dagster_storage
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import READ_OP
+from wado_pipeline.core.batching import OffsetRange, claim_past, pending_ranges
+from wado_pipeline.core.contract import (
+    JOB_NAME,
+    PENDING_TAG,
+    READ_OP,
+    pending_tag,
+    ranges_from_pending_tag,
+)
 from wado_pipeline.core.parallel import shutdown_pool
+from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.resources.doris import DorisBackend
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource, OffsetRangeUnavailable
 from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.resources.run_history import (
+    claimed_ranges,
+    launched_without_range,
+    overlapping_runs,
+    sensor_cursor,
+    sensor_running,
+    sensor_tick_done_after,
+)
 from wado_pipeline.resources.sql import SqlBackend, TablesNotReady
 
 TABLE_OUTS = {t.name: Out(Nothing) for t in S.PIPELINE_TABLES}
 
 
 class BatchConfig(Config):
-    """The batch: a partition's offset range [start, end). No message content."""
+    """The batch: a partition's offset range [start, end). No message content.
 
-    topic: str = Field(description="storage topic the batch is read from")
-    partition: int = Field(description="partition of the storage topic")
-    start: int = Field(description="first offset of the batch (inclusive)")
-    end: int = Field(description="end offset of the batch (exclusive)")
+    Leave all four fields out ("Materialize all" in the UI) to process what is pending
+    in every partition now, up to the batch cap per partition; the run records the
+    ranges it took in its ``wado/pending`` tag and its metadata, and a re-execution
+    replays exactly those ranges."""
+
+    topic: Optional[str] = Field(  # noqa: UP045 - Dagster's config needs Optional here
+        default=None,
+        description="Storage topic to read (WADO_STORAGE_TOPIC). Leave out, with the other "
+        "three, to process what is pending in every partition.",
+    )
+    partition: Optional[int] = Field(  # noqa: UP045
+        default=None,
+        description="Partition of the storage topic (0-based). A run's tags `wado/partition` "
+        "and `wado/offsets` name the range of a batch you want to run again.",
+    )
+    start: Optional[int] = Field(  # noqa: UP045
+        default=None, description="First offset of the batch (inclusive)."
+    )
+    end: Optional[int] = Field(  # noqa: UP045
+        default=None,
+        description="End offset of the batch (exclusive). `wado-pipeline lag` shows each "
+        "partition's end and committed offsets.",
+    )
+
+
+def _configured_range(config: BatchConfig) -> OffsetRange | None:
+    values = (config.topic, config.partition, config.start, config.end)
+    if all(v is None for v in values):
+        return None
+    if any(v is None for v in values):
+        raise Failure(
+            description="Give all four of topic, partition, start and end, or none of them "
+            "(none: process what is pending in every partition now).",
+            allow_retries=False,
+        )
+    return OffsetRange(config.topic, config.partition, config.start, config.end)
+
+
+SENSOR_SYNC_SECONDS = 30.0
+
+
+def _resolve_pending(
+    context: OpExecutionContext, kafka: KafkaResource, ingest: IngestSettings
+) -> list[OffsetRange]:
+    """The ranges of a run launched without one: what is pending per partition now.
+
+    Coordination with the sensor, so the two never take the same offsets: start at the
+    sensor's cursor (or the group's offset), past ranges that other such runs took and
+    ranges already processed; record them in the run's tag, which the sensor reads and
+    skips; then wait for one sensor tick that started after the tag was written (any
+    earlier tick's runs exist by then) and leave out what such runs took meanwhile."""
+    instance, topic = context.instance, ingest.storage_topic
+    stored = instance.get_run_by_id(context.run_id) or context.run
+    tags = stored.tags
+    if PENDING_TAG in tags:  # a re-execution that copied its parent's tags
+        return ranges_from_pending_tag(topic, tags[PENDING_TAG])
+    parent_id = stored.parent_run_id or tags.get(PARENT_RUN_ID_TAG)
+    parent = instance.get_run_by_id(parent_id) if parent_id else None
+    if parent is not None and PENDING_TAG in parent.tags:  # a re-execution: the same ranges
+        instance.add_run_tags(context.run_id, {PENDING_TAG: parent.tags[PENDING_TAG]})
+        return ranges_from_pending_tag(topic, parent.tags[PENDING_TAG])
+    offsets = kafka.partition_offsets(topic)
+    if offsets is None:
+        raise Failure(description=f"topic {topic} does not exist", allow_retries=False)
+    parts = [o.partition for o in offsets]
+    progress = kafka.group_progress(ingest.consumer_group, topic, parts)
+    cursor = sensor_cursor(instance, topic)
+    others = claimed_ranges(
+        [r for r in launched_without_range(instance) if r.run_id != context.run_id], topic
+    )
+    starts = {}
+    for o in offsets:
+        p = o.partition
+        done = progress.get(p, PartitionProgress(o.beginning))
+        state = cursor.partitions.get(p) if cursor else None
+        start = state.next if state else done.committed
+        taken = [*others.get(p, []), *done.done, (0, done.committed)]
+        starts[p] = claim_past(start, taken)
+    bounds = {o.partition: (o.beginning, o.end) for o in offsets}
+    ranges = pending_ranges(topic, bounds, starts, ingest.max_batch_messages)
+    tagged_at = time.time()
+    instance.add_run_tags(context.run_id, {PENDING_TAG: pending_tag(ranges)})
+    if sensor_running(instance):
+        deadline = time.monotonic() + SENSOR_SYNC_SECONDS
+        while not sensor_tick_done_after(instance, tagged_at) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    final = []
+    for rng in ranges:
+        spans = overlapping_runs(instance, JOB_NAME, rng, exclude=context.run_id)
+        start = claim_past(rng.start, spans)
+        end = min([s for s, _ in spans if s >= start] + [rng.end])
+        if end > start:
+            final.append(OffsetRange(topic, rng.partition, start, end))
+    if final != ranges:
+        instance.add_run_tags(context.run_id, {PENDING_TAG: pending_tag(final)})
+    return final
 
 
 @op(name=READ_OP, ins={"storage": In(Nothing)}, out=Out(Batch))
 def read_batch(
     context: OpExecutionContext, config: BatchConfig, kafka: KafkaResource, ingest: IngestSettings
 ) -> Batch:
-    """Read exactly the configured offset range, parse every message, group the rows."""
+    """Read exactly the configured offset range (or, without one, what is pending in
+    every partition), parse every message, group the rows."""
     pool_dagster_storage(context.instance)
-    rng = OffsetRange(config.topic, config.partition, config.start, config.end)
+    rng = _configured_range(config)
+    ranges = [rng] if rng is not None else _resolve_pending(context, kafka, ingest)
     try:
-        batch = steps.read(kafka, rng, ingest.roots, ingest.parse_workers, ingest.transcoding)
+        batch = steps.read_ranges(
+            kafka, ranges, ingest.roots, ingest.parse_workers, ingest.transcoding
+        )
     except OffsetRangeUnavailable as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     except steps.CountsDoNotReconcile as exc:
@@ -68,8 +181,8 @@ def read_batch(
         shutdown_pool()  # a run worker must not end with live pool processes
     g = batch.grouped
     context.log.info(
-        f"{rng.run_key}: {g.consumed} consumed, {g.accepted} accepted, "
-        f"{len(g.rejections)} rejected {g.rejects_by_reason()}, "
+        f"{batch.describe() or 'nothing pending'}: {g.consumed} consumed, {g.accepted} "
+        f"accepted, {len(g.rejections)} rejected {g.rejects_by_reason()}, "
         f"{len(g.states)} series, {len(g.images)} instances"
     )
     return batch
@@ -79,13 +192,21 @@ def read_batch(
 def publish_records(
     context: OpExecutionContext, batch: Batch, kafka: KafkaResource, ingest: IngestSettings
 ):
-    """State records (keyed by series) and image records (keyed by SOP instance)."""
+    """State records (keyed by series) and image records (keyed by SOP instance), to the
+    topics whose assets the run selected."""
+    selected = context.selected_output_names
     t0 = time.perf_counter()
-    n_state, n_image = steps.publish(kafka, batch, ingest.state_topic, ingest.image_topic)
+    n_state, n_image = steps.publish(
+        kafka,
+        batch,
+        ingest.state_topic if "state" in selected else None,
+        ingest.image_topic if "image" in selected else None,
+    )
     elapsed = round(time.perf_counter() - t0, 4)
     meta = batch_metadata(batch)
-    yield Output(None, "state", metadata={**meta, "messages": n_state, "publish_s": elapsed})
-    yield Output(None, "image", metadata={**meta, "messages": n_image, "publish_s": elapsed})
+    for name, n in (("state", n_state), ("image", n_image)):
+        if name in selected:
+            yield Output(None, name, metadata={**meta, "messages": n, "publish_s": elapsed})
 
 
 def _check(backend: SqlBackend) -> None:
@@ -96,20 +217,25 @@ def _check(backend: SqlBackend) -> None:
         raise Failure(description=str(exc), allow_retries=False) from exc
 
 
-def _write_tables(batch: Batch, backend: SqlBackend):
+def _write_tables(context: OpExecutionContext, batch: Batch, backend: SqlBackend):
+    """Write the tables whose assets the run selected (all of them in the sensor's runs;
+    one or a few when a data team rebuilds a sink from the UI)."""
+    selected = context.selected_output_names
     t0 = time.perf_counter()
     _check(backend)
-    counts = backend.write_batch(batch.table_rows(), batch.range)
+    rows = {name: r for name, r in batch.table_rows().items() if name in selected}
+    counts = backend.write_batch(rows, batch.label_range)
     elapsed = round(time.perf_counter() - t0, 4)
     for t in S.PIPELINE_TABLES:
-        meta = table_metadata(batch, t.name, counts[t.name], elapsed)
-        yield Output(None, t.name, metadata={**meta, **backend.write_metadata(t.name)})
+        if t.name in selected:
+            meta = table_metadata(batch, t.name, counts[t.name], elapsed)
+            yield Output(None, t.name, metadata={**meta, **backend.write_metadata(t.name)})
 
 
 @op(out=TABLE_OUTS)
 def write_postgres(context: OpExecutionContext, batch: Batch, postgres: PostgresResource):
     """Upsert the three index tables in one PostgreSQL transaction."""
-    yield from _write_tables(batch, postgres)
+    yield from _write_tables(context, batch, postgres)
 
 
 @op(ins={"published": In(Nothing)}, out=TABLE_OUTS)
@@ -117,7 +243,7 @@ def write_doris(context: OpExecutionContext, batch: Batch, doris: DorisBackend):
     """Upsert the same three tables into Doris (or its MariaDB stand-in); in
     ``routine_load`` mode, await the published keys there instead (hence after
     ``publish_records``)."""
-    yield from _write_tables(batch, doris)
+    yield from _write_tables(context, batch, doris)
 
 
 @op(out={"dlq": Out(Nothing), "errors": Out(Nothing)})
@@ -131,22 +257,26 @@ def write_rejects(
     """Rejected messages: the original value to the dead-letter topic (reason, source
     partition and offset in headers) and a row in ``dicom_ingest_error`` that keeps the
     full original value, even when the dead letter had to be cut to fit its topic."""
-    if batch.grouped.rejections:
+    selected = context.selected_output_names
+    if batch.grouped.rejections and "errors" in selected:
         _check(postgres)
     n, cut = steps.write_rejects(
         kafka,
         postgres,
         batch,
-        ingest.dlq_topic,
+        ingest.dlq_topic if "dlq" in selected else None,
         context.run_id,
         mask=ingest.dead_letter_payload == "masked",
+        error_table="errors" in selected,
     )
     if cut:
         context.log.warning(f"{cut} dead letter(s) cut to fit {ingest.dlq_topic}")
     by_reason = batch.grouped.rejects_by_reason()
-    meta = {"rejected": n, "rejects_by_reason": by_reason}
-    yield Output(None, "dlq", metadata={**meta, "dead_letters_cut": cut})
-    yield Output(None, "errors", metadata=meta)
+    meta = {"rejected": len(batch.grouped.rejections), "rejects_by_reason": by_reason}
+    if "dlq" in selected:
+        yield Output(None, "dlq", metadata={**meta, "dead_letters": n, "dead_letters_cut": cut})
+    if "errors" in selected:
+        yield Output(None, "errors", metadata=meta)
 
 
 @op(
@@ -164,14 +294,28 @@ def commit_offsets(
     """After every write succeeded: record the range as processed. The group's offset
     moves only over a contiguous prefix of processed ranges (``core.progress``), so a
     failed earlier batch holds it and Kafka tools show the lag."""
-    rng = batch.range
-    progress = steps.commit(kafka, ingest.consumer_group, rng)
-    held = progress.committed < rng.end
-    context.log.info(
-        f"group {ingest.consumer_group} at {rng.topic}[{rng.partition}]={progress.committed}"
-        + (f" (held by unprocessed offsets below {rng.start})" if held else "")
-        + f"; stage times {batch.timings}"
-    )
+    every = set(context.assets_def.node_keys_by_output_name.values())
+    sinks = every - context.selected_asset_keys
+    if sinks:
+        # A partial run (a sink rebuilt from the UI) must never move the group: the
+        # offsets it passed would be skipped by the sinks it did not write.
+        raise Failure(
+            description="group_offsets moves only in a run that writes every sink; this run "
+            f"leaves out {', '.join(sorted(k.to_user_string() for k in sinks))}. Deselect "
+            "group_offsets to rebuild some sinks, or select every asset of ingest_batch.",
+            allow_retries=False,
+        )
+    committed = {}
+    for rng in batch.ranges:
+        progress = steps.commit(kafka, ingest.consumer_group, rng)
+        held = progress.committed < rng.end
+        committed[f"{rng.topic}[{rng.partition}]"] = progress.committed
+        context.log.info(
+            f"group {ingest.consumer_group} at {rng.topic}[{rng.partition}]={progress.committed}"
+            + (f" (held by unprocessed offsets below {rng.start})" if held else "")
+        )
+    context.log.info(f"stage times {batch.timings}")
+    only = batch.ranges[0] if len(batch.ranges) == 1 else None
     yield Output(
         None,
         metadata={
@@ -182,10 +326,17 @@ def commit_offsets(
             "pool_peak_rss_mb": round(
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
             ),
-            "topic": rng.topic,
-            "partition": rng.partition,
-            "committed_offset": progress.committed,
-            "held_below_range": held,
+            "offset_ranges": batch.describe() or "nothing pending",
+            **(
+                {
+                    "topic": only.topic,
+                    "partition": only.partition,
+                    "committed_offset": committed[f"{only.topic}[{only.partition}]"],
+                    "held_below_range": committed[f"{only.topic}[{only.partition}]"] < only.end,
+                }
+                if only
+                else {"committed_offsets": committed}
+            ),
             **batch.timings,
         },
     )

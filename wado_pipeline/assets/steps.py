@@ -26,11 +26,25 @@ class CountsDoNotReconcile(Exception):
 
 @dataclass
 class Batch:
-    """What ``read`` hands to the writing steps."""
+    """What ``read`` hands to the writing steps: one offset range (the sensor's runs), or
+    one per partition for a run launched without a range ("Materialize all")."""
 
-    range: OffsetRange
+    ranges: list[OffsetRange]
     grouped: GroupedBatch
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def range(self) -> OffsetRange:
+        """The batch's range; the first one when it has several (a load label)."""
+        return self.ranges[0]
+
+    @property
+    def label_range(self) -> OffsetRange | None:
+        return self.ranges[0] if self.ranges else None
+
+    def describe(self) -> str:
+        """``topic[p] start..last`` per range (no content)."""
+        return "; ".join(f"{r.topic}[{r.partition}] {r.start}..{r.end - 1}" for r in self.ranges)
 
     def table_rows(self) -> dict[str, list[dict]]:
         g = self.grouped
@@ -50,9 +64,22 @@ def read(
 ) -> Batch:
     """Read exactly the offset range, parse every message, group the rows. Parsing may
     start a process pool (``core.parallel``); a run worker shuts it down after the step."""
+    return read_ranges(kafka, [rng], roots, workers, transcoding)
+
+
+def read_ranges(
+    kafka: KafkaResource,
+    ranges: list[OffsetRange],
+    roots: tuple[Path, ...],
+    workers: int,
+    transcoding: Transcoding | None = None,
+) -> Batch:
+    """``read`` over several ranges (of different partitions), grouped together."""
     t0 = time.perf_counter()
-    records = kafka.read_range(rng.topic, rng.partition, rng.start, rng.end)
-    batch = Batch(rng, GroupedBatch())
+    records = []
+    for rng in ranges:
+        records.extend(kafka.read_range(rng.topic, rng.partition, rng.start, rng.end))
+    batch = Batch(list(ranges), GroupedBatch())
     batch.timings["read_s"] = round(time.perf_counter() - t0, 4)
     t1 = time.perf_counter()
     batch.grouped = group(process_records(records, roots, workers, transcoding))
@@ -65,16 +92,25 @@ def read(
     return batch
 
 
-def publish(kafka: KafkaResource, batch: Batch, state_topic: str, image_topic: str):
+def publish(
+    kafka: KafkaResource,
+    batch: Batch,
+    state_topic: str | None,
+    image_topic: str | None,
+) -> tuple[int, int]:
     """State records keyed by series, image records keyed by SOP instance (as upstream).
+    A topic given as None is not published to (a run that rebuilds other sinks).
     Returns (state messages, image messages)."""
     g = batch.grouped
-    n_state = kafka.publish(
-        state_topic, [OutgoingMessage(state_key(r), encode_row(r)) for r in g.states]
-    )
-    n_image = kafka.publish(
-        image_topic, [OutgoingMessage(image_key(r), encode_row(r)) for r in g.images]
-    )
+    n_state = n_image = 0
+    if state_topic is not None:
+        n_state = kafka.publish(
+            state_topic, [OutgoingMessage(state_key(r), encode_row(r)) for r in g.states]
+        )
+    if image_topic is not None:
+        n_image = kafka.publish(
+            image_topic, [OutgoingMessage(image_key(r), encode_row(r)) for r in g.images]
+        )
     return n_state, n_image
 
 
@@ -82,25 +118,32 @@ def write_rejects(
     kafka: KafkaResource,
     postgres: PostgresResource,
     batch: Batch,
-    dlq_topic: str,
+    dlq_topic: str | None,
     run_id: str,
     mask: bool = False,
+    error_table: bool = True,
 ) -> tuple[int, int]:
     """Rejected messages to the dead-letter topic (cut to fit where a site's topic is too
     small; identifying fields masked with ``mask``) and to ``dicom_ingest_error`` with
-    the full original value. Returns (dead letters, dead letters cut)."""
-    g, rng = batch.grouped, batch.range
-    letters = [dead_letter(r, rng.topic, run_id) for r in g.rejections]
-    if mask:
-        letters = [masked(d) for d in letters]
-    n, cut = kafka.publish_dead_letters(dlq_topic, letters)
+    the full original value. ``dlq_topic`` None or ``error_table`` False leave that sink
+    out (a run that rebuilds other sinks). Returns (dead letters, dead letters cut)."""
+    g = batch.grouped
+    topic = batch.ranges[0].topic if batch.ranges else ""
+    n = cut = 0
+    if dlq_topic is not None:
+        letters = [dead_letter(r, topic, run_id) for r in g.rejections]
+        if mask:
+            letters = [masked(d) for d in letters]
+        n, cut = kafka.publish_dead_letters(dlq_topic, letters)
+    if not error_table:
+        return n, cut
     now = datetime.now().replace(tzinfo=None)
     rows = []
     for r in g.rejections:
         payload, encoding = payload_for_table(r.payload)
         rows.append(
             {
-                "topic": rng.topic,
+                "topic": topic,
                 "partition": r.partition,
                 "offset": r.offset,
                 "reason": str(r.reason),

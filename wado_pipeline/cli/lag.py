@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 
 from wado_pipeline.core.batching import Cursor
-from wado_pipeline.core.contract import SENSOR_NAME
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import Settings
 
@@ -28,15 +27,13 @@ def sensor_cursor(topic: str) -> Cursor | None:
     """The sensor's cursor from the Dagster instance ($DAGSTER_HOME), if there is one."""
     from dagster import DagsterInstance
 
+    from wado_pipeline.resources.run_history import sensor_cursor as stored_cursor
+
     if not os.environ.get("DAGSTER_HOME"):
         return None
     try:
         with DagsterInstance.get() as instance:
-            for state in instance.all_instigator_state():
-                if state.instigator_name == SENSOR_NAME and state.instigator_data is not None:
-                    cursor = getattr(state.instigator_data, "cursor", None)
-                    if cursor:
-                        return Cursor.from_json(cursor, topic)
+            return stored_cursor(instance, topic)
     except Exception as exc:  # lag must still show Kafka's side
         print(f"sensor cursor unavailable ({type(exc).__name__})", file=sys.stderr)
     return None

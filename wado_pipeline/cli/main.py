@@ -15,6 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from wado_pipeline.core.contract import SINKS
 from wado_pipeline.core.extract import build_records, read_header
 from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.core.wire import encode_row
@@ -117,6 +118,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_lag(args: argparse.Namespace) -> int:
+    from wado_pipeline.cli import table
     from wado_pipeline.cli.lag import lag
 
     settings = _settings()
@@ -125,20 +127,21 @@ def cmd_lag(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"lag: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    header = ("partition", "end", "sensor_cursor", "committed", "pending", "oldest_age_s")
     print(f"topic {settings.storage_topic}, group {settings.consumer_group}")
-    print("  ".join(f"{h:>13}" for h in header))
-    for r in rows:
-        values = (
-            r.partition,
-            r.end,
-            r.sensor_cursor,
-            r.committed,
-            r.pending,
-            r.oldest_pending_age_s,
-        )
-        print("  ".join(f"{'-' if v is None else v:>13}" for v in values))
+    columns = ("partition", "end", "sensor_cursor", "committed", "pending", "oldest_age_s")
+    print(table.render([_lag_row(r) for r in rows], columns))
     return EXIT_OK
+
+
+def _lag_row(r) -> dict:
+    return {
+        "partition": r.partition,
+        "end": r.end,
+        "sensor_cursor": r.sensor_cursor,
+        "committed": r.committed,
+        "pending": r.pending,
+        "oldest_age_s": r.oldest_pending_age_s,
+    }
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -163,15 +166,48 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from wado_pipeline.cli.rebuild import RebuildFailed, rebuild, run_config
+
+    settings = _settings()
+    partitions = [int(p) for p in args.partitions.split(",") if p] if args.partitions else None
+    config = run_config(args.sink, args.since, args.from_offset, partitions)
+    try:
+        summary = rebuild(
+            args.host,
+            args.port,
+            config,
+            settings.storage_topic,
+            settings.max_batch_messages,
+            wait=not args.no_wait,
+        )
+    except RebuildFailed as exc:
+        print(f"rebuild: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except OSError as exc:
+        print(f"rebuild: Dagster at {args.host}:{args.port} refused: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if "elapsed_s" in summary:
+        print(
+            f"rebuilt {summary['sink']}: {summary['messages']} message(s) in "
+            f"{summary['runs']} run(s), {summary['elapsed_s']} s "
+            f"({summary['seconds_per_10k_messages']} s per 10,000 messages)"
+        )
+    return EXIT_OK
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from wado_pipeline.cli import dlq
+    from dataclasses import asdict
+
+    from wado_pipeline.cli import dlq, table
 
     settings = _settings()
     if args.action == "list":
         rows = dlq.dead_letters(settings, args.limit)
         print(f"dead-letter topic {settings.dlq_topic}: last {len(rows)}")
-        for d in rows:
-            print(f"{d.offset:>8}  {d.reason:<18} {d.source:<34} {d.detail}")
+        if rows:
+            columns = ("offset", "reason", "source", "size", "detail")
+            print(table.render([asdict(d) for d in rows], columns))
         return EXIT_OK
     if args.offset is None:
         print("dlq requeue: --offset is required", file=sys.stderr)
@@ -285,6 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="Dagster webserver host")
     p.add_argument("--port", type=int, default=3000, help="Dagster webserver port")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "rebuild",
+        help="refill one sink (doris, postgres or topics) from Kafka",
+        description="Launch the rebuild_sink job on a running Dagster webserver: it plans "
+        "the processed offsets to replay (from --since or --from-offset up to the consumer "
+        "group's offset) and the sensor runs them as bounded runs that write only the "
+        "sink's assets, never moving the group. Prints progress until every run ended.",
+    )
+    p.add_argument("--sink", required=True, choices=SINKS)
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--since", help="ISO 8601 time (UTC), e.g. 2026-11-01")
+    when.add_argument("--from-offset", type=int, help="first offset in every partition")
+    p.add_argument("--partitions", help="comma-separated partitions (default: all)")
+    p.add_argument("--no-wait", action="store_true", help="launch the plan and return")
+    p.add_argument("--host", default="127.0.0.1", help="Dagster webserver host")
+    p.add_argument("--port", type=int, default=3000, help="Dagster webserver port")
+    p.set_defaults(func=cmd_rebuild)
 
     p = sub.add_parser(
         "dlq",

@@ -66,6 +66,17 @@ def relaunch_delay_ms(attempts: int) -> int:
     return min(RELAUNCH_MAX_DELAY_MS, RELAUNCH_GRACE_MS * 2**attempts)
 
 
+MAX_DISPATCHED = 50
+
+
+def slices(rng: OffsetRange, size: int) -> list[OffsetRange]:
+    """``rng`` cut into consecutive ranges of at most ``size`` offsets."""
+    return [
+        OffsetRange(rng.topic, rng.partition, s, min(s + size, rng.end))
+        for s in range(rng.start, rng.end, size)
+    ]
+
+
 @dataclass
 class PartitionState:
     next: int  # first offset not yet handed to a run
@@ -82,6 +93,12 @@ class Cursor:
     # What the unprocessed-ranges check last reported (None: nothing yet), so the sensor
     # stores a check evaluation only when the answer changes, not on every tick.
     reported: str | None = None
+    # Sink rebuild plans (their run ids) whose runs were requested, newest last; kept to
+    # the last MAX_DISPATCHED so the cursor stays small.
+    dispatched: list[str] = field(default_factory=list)
+
+    def mark_dispatched(self, run_id: str) -> None:
+        self.dispatched = [*self.dispatched, run_id][-MAX_DISPATCHED:]
 
     def to_json(self) -> str:
         return json.dumps(
@@ -89,6 +106,7 @@ class Cursor:
                 "v": 1,
                 "topic": self.topic,
                 "reported": self.reported,
+                **({"dispatched": self.dispatched} if self.dispatched else {}),
                 "partitions": {
                     str(p): {
                         "next": s.next,
@@ -133,6 +151,7 @@ class Cursor:
                 for p, s in obj.get("partitions", {}).items()
             },
             obj.get("reported"),
+            list(obj.get("dispatched", [])),
         )
 
 
@@ -242,3 +261,32 @@ def due_relaunches(holes: list[Hole], now_ms: int, max_size: int, allowed: int) 
             Hole(h.start, min(h.end, h.start + max_size), h.first_seen_ms, h.attempts, now_ms)
         )
     return due
+
+
+def claim_past(next_offset: int, claimed: list[tuple[int, int]]) -> int:
+    """The first offset at or after ``next_offset`` that no interval of ``claimed``
+    covers: ranges that other runs took (a run launched without a range, from the UI)
+    or that are already processed. The sensor's cursor skips them."""
+    pos = next_offset
+    for start, end in sorted(claimed):
+        if start <= pos < end:
+            pos = end
+    return pos
+
+
+def pending_ranges(
+    topic: str,
+    bounds: dict[int, tuple[int, int]],
+    starts: dict[int, int],
+    cap: int,
+) -> list[OffsetRange]:
+    """What is pending now, per partition, up to ``cap`` messages each: from ``starts``
+    (the sensor's cursor, else the group's offset) to the partition's end. ``bounds``
+    maps partition -> (beginning, end)."""
+    out = []
+    for p, (beginning, end) in sorted(bounds.items()):
+        start = max(starts.get(p, beginning), beginning)
+        stop = min(end, start + cap)
+        if stop > start:
+            out.append(OffsetRange(topic, p, start, stop))
+    return out

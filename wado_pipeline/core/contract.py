@@ -23,6 +23,19 @@ PARTITION_TAG = "wado/partition"  # "<topic>-<partition>": one run per partition
 RANGE_TAG = "wado/offsets"  # "<start>-<end>", end exclusive
 RELAUNCH_TAG = "wado/relaunch"  # n-th relaunch of an unprocessed range by the sensor
 REPLAY_TAG = "wado/replay"  # "manual": launched by `wado-pipeline replay`
+# A run launched without a range ("Materialize all" in the UI): the ranges it resolved
+# at launch, "<partition>:<start>-<end>,…"; a re-execution replays exactly these.
+PENDING_TAG = "wado/pending"
+# Sink rebuilds (`wado-pipeline rebuild`, or the rebuild_sink job in the UI): the plan
+# run's tag holds "<sink>|<partition>:<start>-<end>,…"; each bounded run it leads to is
+# tagged with the plan run's id.
+REBUILD_JOB = "rebuild_sink"
+REBUILD_PLAN_TAG = "wado/rebuild_plan"
+REBUILD_TAG = "wado/rebuild"
+SINK_TAG = "wado/sink"
+# A rebuild run's partition: not PARTITION_TAG, so rebuilds never hold the sensor's runs
+REBUILD_PARTITION_TAG = "wado/rebuild_partition"
+SINKS = ("doris", "postgres", "topics")
 
 # Checks on the storage topic
 LOST_CHECK = "no_offsets_lost"
@@ -75,3 +88,48 @@ def range_from_tags(tags: Mapping[str, str]) -> tuple[int, int] | None:
     except ValueError:
         return None
     return start, end
+
+
+def pending_tag(ranges: list[OffsetRange]) -> str:
+    """The ``PENDING_TAG`` value of the ranges a run without config resolved."""
+    return ",".join(f"{r.partition}:{r.start}-{r.end}" for r in ranges)
+
+
+def ranges_from_pending_tag(topic: str, value: str) -> list[OffsetRange]:
+    """Inverse of ``pending_tag`` (an empty value: nothing was pending)."""
+    out = []
+    for part in filter(None, value.split(",")):
+        p, _, span = part.partition(":")
+        start, end = span.split("-")
+        out.append(OffsetRange(topic, int(p), int(start), int(end)))
+    return out
+
+
+def has_range_config(run_config: Mapping[str, Any]) -> bool:
+    """Whether a run's config names its offset range (the sensor's runs always do)."""
+    try:
+        cfg = run_config["ops"][GRAPH_NAME]["ops"][READ_OP]["config"]
+    except (KeyError, TypeError):
+        return False
+    return all(cfg.get(k) is not None for k in ("topic", "partition", "start", "end"))
+
+
+def ranges_of_run(
+    run_config: Mapping[str, Any], tags: Mapping[str, str], topic: str
+) -> list[OffsetRange] | None:
+    """The offset ranges a run processes: its config's range, or the ranges it resolved
+    at launch (``PENDING_TAG``); None while a run without config has not resolved yet."""
+    if has_range_config(run_config):
+        return [range_from_run_config(run_config)]
+    if PENDING_TAG in tags:
+        return ranges_from_pending_tag(topic, tags[PENDING_TAG])
+    return None
+
+
+def rebuild_plan_tag(sink: str, ranges: list[OffsetRange]) -> str:
+    return f"{sink}|{pending_tag(ranges)}"
+
+
+def rebuild_plan_from_tag(topic: str, value: str) -> tuple[str, list[OffsetRange]]:
+    sink, _, spans = value.partition("|")
+    return sink, ranges_from_pending_tag(topic, spans)

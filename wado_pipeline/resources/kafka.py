@@ -174,6 +174,21 @@ class KafkaResource(ConfigurableResource):
         finally:
             consumer.close()
 
+    def offsets_since(self, topic: str, partitions: Iterable[int], ts_ms: int) -> dict[int, int]:
+        """Per partition, the first offset whose timestamp is at or after ``ts_ms`` (the
+        partition's end when none is)."""
+        consumer = self._consumer()
+        try:
+            tps = [TopicPartition(topic, p) for p in partitions]
+            found = consumer.offsets_for_times(dict.fromkeys(tps, ts_ms))
+            ends = consumer.end_offsets(tps)
+            return {
+                tp.partition: (found[tp].offset if found.get(tp) is not None else ends[tp])
+                for tp in tps
+            }
+        finally:
+            consumer.close()
+
     # ------------------------------------------------------------ reading
 
     def read_range(self, topic: str, partition: int, start: int, end: int) -> list[SourceRecord]:

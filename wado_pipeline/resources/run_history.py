@@ -1,5 +1,6 @@
-"""Dagster's run storage, as the sensor and the checks read it: runs in flight and
-failed runs per partition, and ending runs whose worker is gone."""
+"""Dagster's run storage, as the sensor, the runs and the checks read it: runs in flight
+and failed runs per partition, runs launched without a range, the sensor's cursor and
+ticks, and ending runs whose worker is gone."""
 
 from __future__ import annotations
 
@@ -7,7 +8,19 @@ import time
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
-from wado_pipeline.core.contract import PARTITION_TAG, RANGE_TAG, range_from_tags
+from wado_pipeline.core.batching import Cursor, OffsetRange
+from wado_pipeline.core.contract import (
+    JOB_NAME,
+    PARTITION_TAG,
+    PENDING_TAG,
+    RANGE_TAG,
+    REBUILD_JOB,
+    REBUILD_PLAN_TAG,
+    SENSOR_NAME,
+    has_range_config,
+    range_from_tags,
+    ranges_from_pending_tag,
+)
 
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
@@ -19,6 +32,86 @@ IN_FLIGHT = [
 
 def in_flight_runs(instance: DagsterInstance, job_name: str) -> list[DagsterRun]:
     return list(instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_FLIGHT)))
+
+
+def launched_without_range(instance: DagsterInstance) -> list[DagsterRun]:
+    """Runs in flight that were launched without an offset range ("Materialize all" in
+    the UI) and resolve their ranges themselves: the ingest job's or the implicit asset
+    job's (the code location has no other assets)."""
+    runs = instance.get_runs(RunsFilter(statuses=IN_FLIGHT))
+    return [
+        r
+        for r in runs
+        if PENDING_TAG in r.tags
+        or (
+            (r.job_name == JOB_NAME or r.job_name.startswith("__ASSET_JOB"))
+            and not has_range_config(r.run_config or {})
+        )
+    ]
+
+
+def recent_rebuild_plans(instance: DagsterInstance, limit: int = 20) -> list[DagsterRun]:
+    """Sink rebuild plans that succeeded, newest first."""
+    runs = instance.get_runs(
+        RunsFilter(job_name=REBUILD_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=limit
+    )
+    return [r for r in runs if REBUILD_PLAN_TAG in r.tags]
+
+
+def claimed_ranges(runs: list[DagsterRun], topic: str) -> dict[int, list[tuple[int, int]]]:
+    """Per partition, the ranges that runs launched without a range have resolved."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for r in runs:
+        for rng in ranges_from_pending_tag(topic, r.tags.get(PENDING_TAG, "")):
+            out.setdefault(rng.partition, []).append((rng.start, rng.end))
+    return out
+
+
+def sensor_cursor(instance: DagsterInstance, topic: str) -> Cursor | None:
+    """The storage topic sensor's cursor, if it has one."""
+    for state in instance.all_instigator_state():
+        if state.instigator_name == SENSOR_NAME and state.instigator_data is not None:
+            cursor = getattr(state.instigator_data, "cursor", None)
+            if cursor:
+                return Cursor.from_json(cursor, topic)
+    return None
+
+
+def sensor_running(instance: DagsterInstance) -> bool:
+    """Whether the sensor is on: started, or running by default and never stopped."""
+    for state in instance.all_instigator_state():
+        if state.instigator_name == SENSOR_NAME:
+            return state.status.value in ("RUNNING", "DECLARED_IN_CODE")
+    return False
+
+
+def sensor_tick_done_after(instance: DagsterInstance, since: float) -> bool:
+    """Whether a sensor tick that started after ``since`` (epoch s) has finished: every
+    run an earlier tick requested exists by then (ticks are sequential)."""
+    for state in instance.all_instigator_state():
+        if state.instigator_name != SENSOR_NAME:
+            continue
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=5)
+        return any(t.timestamp > since and t.status.value != "STARTED" for t in ticks)
+    return False
+
+
+def overlapping_runs(
+    instance: DagsterInstance, job_name: str, rng: OffsetRange, exclude: str
+) -> list[tuple[int, int]]:
+    """Ranges of the sensor's runs (in flight or succeeded) that overlap ``rng``."""
+    runs = instance.get_runs(
+        RunsFilter(job_name=job_name, tags={PARTITION_TAG: f"{rng.topic}-{rng.partition}"}),
+        limit=50,
+    )
+    out = []
+    for r in runs:
+        span = range_from_tags(r.tags)
+        if r.run_id == exclude or span is None or r.status == DagsterRunStatus.FAILURE:
+            continue
+        if span[0] < rng.end and rng.start < span[1]:
+            out.append(span)
+    return out
 
 
 def failed_runs_by_range(

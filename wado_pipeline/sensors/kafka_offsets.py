@@ -38,18 +38,27 @@ from wado_pipeline.core.batching import (
     Hole,
     OffsetRange,
     PartitionState,
+    claim_past,
     due_relaunches,
     plan_batches,
+    slices,
     track_holes,
 )
 from wado_pipeline.core.contract import (
     LOST_CHECK,
     PARTITION_TAG,
+    PENDING_TAG,
+    RANGE_TAG,
+    REBUILD_PARTITION_TAG,
+    REBUILD_PLAN_TAG,
+    REBUILD_TAG,
     RELAUNCH_TAG,
     SENSOR_NAME,
+    SINK_TAG,
     UNPROCESSED_CHECK,
     partition_tag,
     range_from_tags,
+    rebuild_plan_from_tag,
     run_config_for,
     tags_for,
 )
@@ -58,9 +67,12 @@ from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.retry import bounded_call
 from wado_pipeline.resources.run_history import (
+    claimed_ranges,
     end_ghost_runs,
     failed_runs_by_range,
     in_flight_runs,
+    launched_without_range,
+    recent_rebuild_plans,
 )
 
 
@@ -96,7 +108,36 @@ def describe_holes(topic: str, holes: dict[int, list[Hole]], failed: dict[int, d
     return "\n".join(lines)
 
 
-def build_kafka_sensor(job: JobDefinition, storage_asset_key):
+def rebuild_requests(instance, cursor: Cursor, topic: str, cap: int, keys_of) -> list[RunRequest]:
+    """Runs for sink rebuild plans not yet carried out (``assets.rebuild``): one per
+    batch-cap slice, selecting only the sink's assets, tagged with the plan's run id.
+    Without a partition tag they never hold up the sensor's own runs; their own
+    concurrency limit (``wado/rebuild`` in dagster.yaml) paces them."""
+    out = []
+    for plan_run in reversed(recent_rebuild_plans(instance)):
+        if plan_run.run_id in cursor.dispatched:
+            continue
+        sink, ranges = rebuild_plan_from_tag(topic, plan_run.tags[REBUILD_PLAN_TAG])
+        for rng in ranges:
+            for part in slices(rng, cap):
+                out.append(
+                    RunRequest(
+                        run_key=f"rebuild:{plan_run.run_id}:{part.run_key}",
+                        run_config=run_config_for(part),
+                        asset_selection=keys_of(sink),
+                        tags={
+                            REBUILD_TAG: plan_run.run_id,
+                            SINK_TAG: sink,
+                            REBUILD_PARTITION_TAG: str(part.partition),
+                            RANGE_TAG: f"{part.start}-{part.end}",
+                        },
+                    )
+                )
+        cursor.mark_dispatched(plan_run.run_id)
+    return out
+
+
+def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
     @sensor(
         name=SENSOR_NAME,
         job=job,
@@ -118,6 +159,16 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key):
         inflight_runs = in_flight_runs(instance, job.name)
         ended = end_ghost_runs(instance, inflight_runs, ingest.run_stale_seconds, context.log)
         inflight_runs = [r for r in inflight_runs if r.run_id not in ended]
+
+        # Runs launched without a range (UI "Materialize all") resolve their own ranges:
+        # wait until they have, then skip what they took (``claimed``).
+        unranged = launched_without_range(instance)
+        if any(PENDING_TAG not in r.tags for r in unranged):
+            return SkipReason(
+                "a run launched without an offset range is resolving what is pending; "
+                "cursor unchanged until it has"
+            )
+        claimed = claimed_ranges(unranged, topic)
 
         budget = max(kafka.timeout_seconds * 3, 5.0)
 
@@ -145,6 +196,22 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key):
                 cursor.partitions[o.partition] = PartitionState(next=start)
                 context.log.info(f"{topic}[{o.partition}]: starting at offset {start}")
 
+        # Skip offsets other runs took or that are processed already (a run launched from
+        # the UI without a range), so the two never take the same offsets.
+        for o in offsets:
+            state = cursor.partitions[o.partition]
+            taken = list(claimed.get(o.partition, []))
+            done = progress.get(o.partition)  # the group's own record only: offsets that
+            if done is not None:  # expired unprocessed must still be reported as lost
+                taken += [*done.done, (0, done.committed)]
+            moved = claim_past(state.next, taken)
+            if moved != state.next:
+                context.log.info(
+                    f"{topic}[{o.partition}]: offsets {state.next}..{moved - 1} taken by "
+                    "another run or processed; skipping them"
+                )
+                state.next = moved
+
         policy = ingest.policy
         # Age trigger: the broker timestamp of each partition's oldest pending message.
         for o in offsets:
@@ -167,6 +234,7 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key):
             done = progress.get(p, PartitionProgress(o.beginning))
             gaps = done.unprocessed(upto=state.next)
             covered = [rng for rng in (range_from_tags(r.tags) for r in mine) if rng is not None]
+            covered += claimed.get(p, [])
             state.holes = track_holes(state.holes, subtract(gaps, covered), now_ms)
             allowed = policy.max_inflight - inflight[p]
             for h in due_relaunches(state.holes, now_ms, policy.max_batch_messages, allowed):
@@ -186,6 +254,9 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key):
             inflight,
         )
         requests.extend(run_request_for(r) for r in plan.ranges)
+        requests.extend(
+            rebuild_requests(instance, cursor, topic, ingest.max_batch_messages, keys_of)
+        )
         events = []
         for lost in plan.lost:
             message = (

@@ -45,7 +45,7 @@ def test_produce_lag_and_requeue_a_fixed_dead_letter(settings, storage_root, tmp
                 assert run_range(settings, instance, p, 0, end).success
         listing = cli(settings, "dlq", "list").stdout
         assert "file_missing" in listing
-        dlq_offset = int(listing.splitlines()[1].split()[0])
+        dlq_offset = int(listing.splitlines()[2].split()[0])  # after the title and header
         # the operator restores the file, then requeues the dead letter
         saved.rename(victim)
         requeued = cli(settings, "dlq", "requeue", "--offset", str(dlq_offset)).stdout
@@ -58,7 +58,7 @@ def test_produce_lag_and_requeue_a_fixed_dead_letter(settings, storage_root, tmp
 
 def test_every_subcommand_has_help(settings):
     top = cli(settings, "--help").stdout
-    for sub in ("inspect", "init-db", "produce", "lag", "replay", "dlq", "bench"):
+    for sub in ("inspect", "init-db", "produce", "lag", "replay", "rebuild", "dlq", "bench"):
         assert sub in top
         assert cli(settings, sub, "--help").returncode == 0
     assert cli(settings, check=False).returncode == 2

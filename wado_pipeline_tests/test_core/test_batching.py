@@ -109,3 +109,26 @@ def test_long_hole_is_relaunched_in_pieces_and_respects_the_inflight_limit():
     due = due_relaunches(holes, RELAUNCH_GRACE_MS, 2000, 1)
     assert [(h.start, h.end) for h in due] == [(0, 2000)]
     assert due_relaunches(track_holes([], [(0, 10)], 0), RELAUNCH_GRACE_MS, 2000, 0) == []
+
+
+def test_claim_past_skips_claimed_and_processed_intervals():
+    from wado_pipeline.core.batching import claim_past
+
+    assert claim_past(10, []) == 10
+    assert claim_past(10, [(10, 60)]) == 60
+    assert claim_past(10, [(60, 80), (0, 10), (10, 60)]) == 80  # chained, in any order
+    assert claim_past(10, [(20, 30)]) == 10  # a claim further on does not move it
+    assert claim_past(10, [(0, 5)]) == 10
+
+
+def test_pending_ranges_start_at_the_cursor_and_stop_at_the_cap():
+    from wado_pipeline.core.batching import OffsetRange, pending_ranges
+
+    bounds = {0: (0, 100), 1: (50, 60), 2: (0, 0), 3: (0, 5000)}
+    starts = {0: 40, 1: 10, 3: 0}  # partition 1's start expired: begin at 50
+    got = pending_ranges("t", bounds, starts, cap=2000)
+    assert got == [
+        OffsetRange("t", 0, 40, 100),
+        OffsetRange("t", 1, 50, 60),
+        OffsetRange("t", 3, 0, 2000),
+    ]

@@ -1,0 +1,111 @@
+"""Rebuilding a sink from Kafka (Doris rebuilt, a table truncated): the ``rebuild_sink``
+job plans it, the sensor carries it out.
+
+The plan run resolves, per partition, the offsets to replay: from ``since`` (a time,
+through the broker's timestamp index) or ``from_offset``, up to the consumer group's
+committed offset, i.e. what the pipeline has processed (what is pending stays the
+sensor's). It records the plan in its ``wado/rebuild_plan`` tag and metadata. The
+sensor then requests one bounded run per batch-cap slice of the plan, selecting only
+the sink's assets, so a rebuild is a backfill of ordinary runs: visible, retried and
+re-executable one by one in the UI, never moving the group's offset. The same job is
+what ``wado-pipeline rebuild`` launches.
+"""
+
+from datetime import UTC, datetime
+from typing import Optional
+
+from dagster import Config, Failure, OpExecutionContext, job, op
+from pydantic import Field
+
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.contract import REBUILD_JOB, REBUILD_PLAN_TAG, SINKS, rebuild_plan_tag
+from wado_pipeline.core.progress import PartitionProgress
+from wado_pipeline.resources.ingest import IngestSettings
+from wado_pipeline.resources.kafka import KafkaResource
+
+
+class RebuildConfig(Config):
+    """Which sink to refill from Kafka, and from where."""
+
+    sink: str = Field(
+        description="The sink to refill: `doris` (the three Doris tables), `postgres` (the "
+        "three PostgreSQL tables) or `topics` (the state and image topics)."
+    )
+    since: Optional[str] = Field(  # noqa: UP045 - Dagster's config needs Optional here
+        default=None,
+        description="Replay messages stored at or after this time, ISO 8601 "
+        "(`2026-11-01` or `2026-11-01T08:00:00`, UTC). Leave out to use from_offset.",
+    )
+    from_offset: Optional[int] = Field(  # noqa: UP045
+        default=None,
+        description="Replay from this offset in every chosen partition (0 by default, "
+        "i.e. everything Kafka still holds) when `since` is not given.",
+    )
+    partitions: Optional[list[int]] = Field(  # noqa: UP045
+        default=None, description="Partitions to replay; all of them when left out."
+    )
+
+
+def _since_ms(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Failure(
+            description=f"since must be an ISO 8601 date or time, got {text!r}",
+            allow_retries=False,
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@op
+def plan_rebuild(
+    context: OpExecutionContext, config: RebuildConfig, kafka: KafkaResource, ingest: IngestSettings
+) -> None:
+    """Resolve the offsets to replay and record the plan for the sensor."""
+    if config.sink not in SINKS:
+        raise Failure(
+            description=f"sink must be one of {', '.join(SINKS)}, got {config.sink!r}",
+            allow_retries=False,
+        )
+    topic = ingest.storage_topic
+    offsets = kafka.partition_offsets(topic)
+    if offsets is None:
+        raise Failure(description=f"topic {topic} does not exist", allow_retries=False)
+    chosen = [o for o in offsets if config.partitions is None or o.partition in config.partitions]
+    parts = [o.partition for o in chosen]
+    progress = kafka.group_progress(ingest.consumer_group, topic, parts)
+    if config.since is not None:
+        starts = kafka.offsets_since(topic, parts, _since_ms(config.since))
+    else:
+        starts = {p: config.from_offset or 0 for p in parts}
+    ranges = []
+    for o in chosen:
+        done = progress.get(o.partition, PartitionProgress(o.beginning)).committed
+        start = max(starts[o.partition], o.beginning)
+        if done > start:
+            ranges.append(OffsetRange(topic, o.partition, start, done))
+    messages = sum(r.end - r.start for r in ranges)
+    slices = sum(-(-(r.end - r.start) // ingest.max_batch_messages) for r in ranges)
+    context.instance.add_run_tags(
+        context.run_id, {REBUILD_PLAN_TAG: rebuild_plan_tag(config.sink, ranges)}
+    )
+    context.add_output_metadata(
+        {
+            "sink": config.sink,
+            "ranges": "; ".join(f"{topic}[{r.partition}] {r.start}..{r.end - 1}" for r in ranges)
+            or "nothing processed there yet",
+            "messages": messages,
+            "runs": slices,
+        }
+    )
+    context.log.info(
+        f"rebuild of {config.sink}: {messages} message(s) in {slices} run(s), launched by the "
+        "storage topic sensor; their tag wado/rebuild is this run's id"
+    )
+
+
+@job(name=REBUILD_JOB, description=__doc__)
+def rebuild_sink():
+    plan_rebuild()

@@ -1,0 +1,162 @@
+"""Subsets of the batch asset: a data team rebuilds one sink from Kafka without touching
+the others (issue 18, part 1): only the selected sinks are written, only their checks
+run, and the group offset moves only in a run that writes every sink."""
+
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterRun,
+    ReexecutionOptions,
+    execute_job,
+    instance_for_test,
+)
+from dagster._core.utils import make_new_run_id
+from sqlalchemy import create_engine, text
+
+from wado_pipeline.assets.keys import asset_keys
+from wado_pipeline.core import schema as S
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.contract import JOB_NAME, PENDING_TAG, run_config_for
+from wado_pipeline.definitions import build_definitions
+from wado_pipeline_tests.support import (
+    consume_all,
+    dump_tables,
+    encode,
+    ranges,
+    reconstructable_job,
+    run_range,
+    synthetic_messages,
+    tick,
+)
+
+pytestmark = pytest.mark.stack
+
+
+def _run_subset(settings, instance, selection, start, end, raise_on_error=True):
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    rng = OffsetRange(settings.storage_topic, 0, start, end)
+    return job.execute_in_process(
+        run_config=run_config_for(rng),
+        instance=instance,
+        asset_selection=[k if isinstance(k, AssetKey) else AssetKey(k) for k in selection],
+        raise_on_error=raise_on_error,
+    )
+
+
+def test_rebuilding_one_doris_table_touches_nothing_else(settings, produce, storage_root, kafka):
+    messages = synthetic_messages(storage_root, 30)
+    produce(encode(messages), partition=0)
+    with instance_for_test() as instance:
+        assert run_range(settings, instance, 0, 0, 30).success
+        before = dump_tables(settings)
+        group = kafka.committed_offsets(settings.consumer_group, settings.storage_topic, [0])
+        topics = {
+            t: len(consume_all(settings.kafka_bootstrap, t))
+            for t in (settings.state_topic, settings.image_topic)
+        }
+        engine = create_engine(settings.doris_url)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM dicom_state_meta"))
+        engine.dispose()
+        # a PostgreSQL row changed behind the pipeline's back stays as it is: proof the
+        # rebuild does not write PostgreSQL
+        pg = create_engine(settings.postgres_url)
+        with pg.begin() as conn:
+            conn.execute(
+                text(f"UPDATE \"{settings.postgres_schema}\".dicom_state_meta SET modality = 'XX'")
+            )
+        pg.dispose()
+
+        result = _run_subset(settings, instance, [("doris", "dicom_state_meta")], 0, 30)
+        assert result.success
+        materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+        assert materialized == {AssetKey(["doris", "dicom_state_meta"])}
+        checks = {
+            (tuple(e.asset_key.path), e.check_name) for e in result.get_asset_check_evaluations()
+        }
+        assert checks == {
+            (("doris", "dicom_state_meta"), "batch_keys_present"),
+            (("doris", "dicom_state_meta"), "no_null_keys"),
+        }
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+
+    after = dump_tables(settings)
+    assert after["doris.dicom_state_meta"] == before["doris.dicom_state_meta"]  # refilled
+    at = S.STATE_META.for_backend("postgres").column_names.index("modality")
+    pg_rows = after["postgres.dicom_state_meta"]
+    assert pg_rows and {r[at] for r in pg_rows} == {"XX"}  # PostgreSQL untouched
+    assert after["doris.dicom_image_meta"] == before["doris.dicom_image_meta"]
+    assert kafka.committed_offsets(settings.consumer_group, settings.storage_topic, [0]) == group
+    for t, n in topics.items():
+        assert len(consume_all(settings.kafka_bootstrap, t)) == n  # nothing published
+
+
+def test_a_partial_run_never_moves_the_group(settings, produce, storage_root, kafka):
+    produce(encode(synthetic_messages(storage_root, 10)), partition=0)
+    with instance_for_test() as instance:
+        result = _run_subset(
+            settings,
+            instance,
+            [("postgres", "dicom_object_meta"), asset_keys(settings)["group_offsets"]],
+            0,
+            10,
+            raise_on_error=False,
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "moves only in a run that writes every sink" in message
+    assert kafka.committed_offsets(settings.consumer_group, settings.storage_topic, [0]) == {}
+
+
+def test_materialize_all_without_config_takes_what_is_pending_and_replays_it(
+    settings, produce, storage_root, monkeypatch, kafka
+):
+    """The UI's "Materialize all" gives no range: the run takes what is pending in every
+    partition, records it, and its re-execution replays exactly that, never newer."""
+    messages = synthetic_messages(storage_root, 30)
+    for i, m in enumerate(messages):
+        produce(encode([m]), partition=i % 3)
+    for k, v in settings.to_env().items():
+        monkeypatch.setenv(k, v)
+    job = reconstructable_job()
+    with instance_for_test() as instance:
+        with execute_job(job, instance) as first:  # no run config at all
+            assert first.success
+            tags = instance.get_run_by_id(first.run_id).tags
+        assert tags[PENDING_TAG] == "0:0-10,1:0-10,2:0-10"
+        topic, parts = settings.storage_topic, [0, 1, 2]
+        assert kafka.committed_offsets(settings.consumer_group, topic, parts) == dict.fromkeys(
+            parts, 10
+        )
+        later = synthetic_messages(storage_root, 6, seed="later")
+        for i, m in enumerate(later):
+            produce(encode([m]), partition=i % 3)
+        options = ReexecutionOptions(parent_run_id=first.run_id)
+        with execute_job(job, instance, reexecution_options=options) as again:
+            assert again.success
+            assert instance.get_run_by_id(again.run_id).tags[PENDING_TAG] == tags[PENDING_TAG]
+    # the replay wrote the same 30 messages, not the 6 that came later
+    assert len(dump_tables(settings)["postgres.dicom_object_meta"]) == 30
+    assert kafka.committed_offsets(settings.consumer_group, topic, parts) == dict.fromkeys(
+        parts, 10
+    )
+
+
+def test_the_sensor_skips_what_a_run_without_range_took(settings, produce, storage_root):
+    """Coordination: while such a run resolves, the sensor waits; once it has, the
+    sensor's cursor skips the claimed range, so the two never overlap."""
+    produce(encode(synthetic_messages(storage_root, 120)), partition=0)
+    with instance_for_test() as instance:
+        # a run launched from the UI without a range, not started yet (in flight)
+        run = instance.add_run(
+            DagsterRun(job_name=JOB_NAME, run_id=make_new_run_id(), run_config={}, tags={})
+        )
+        waiting = tick(settings, instance)
+        assert not waiting.run_requests
+        assert "resolving" in waiting.skip_message
+        instance.add_run_tags(run.run_id, {PENDING_TAG: "0:0-40"})
+        result = tick(settings, instance)
+        got = ranges(result)
+        assert got and got[0][:2] == (0, 40)  # the sensor starts after the claimed range
+        assert all(start >= 40 for _, start, _ in got)
