@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,8 +49,14 @@ def make_archive(root: Path, n: int, large_share: float = 0.2) -> list[dict]:
     return messages
 
 
-def produce(s: Settings, messages: list[dict], rate: float | None = None) -> dict[str, float]:
-    """Publish (keyed by series); returns trace_id -> wall time of its send."""
+def produce(
+    s: Settings,
+    messages: list[dict],
+    rate: float | None = None,
+    where: dict[tuple[int, int], str] | None = None,
+) -> dict[str, float]:
+    """Publish (keyed by series); returns trace_id -> wall time of its send. ``where``,
+    if given, is filled with (partition, offset) -> trace_id."""
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
     sent: dict[str, float] = {}
     start = time.monotonic()
@@ -61,13 +68,18 @@ def produce(s: Settings, messages: list[dict], rate: float | None = None) -> dic
                 time.sleep(delay)
         sent[m["trace_id"]] = time.time()
         futures.append(
-            producer.send(
-                s.storage_topic, key=m["series_uid"].encode(), value=json.dumps(m).encode()
+            (
+                m["trace_id"],
+                producer.send(
+                    s.storage_topic, key=m["series_uid"].encode(), value=json.dumps(m).encode()
+                ),
             )
         )
     producer.flush()
-    for f in futures:
-        f.get(timeout=60)
+    for trace_id, f in futures:
+        meta = f.get(timeout=60)
+        if where is not None:
+            where[(meta.partition, meta.offset)] = trace_id
     producer.close()
     return sent
 
@@ -251,9 +263,13 @@ def steady(rates: list[float], seconds: float) -> dict:
             with namespace(base, root, "bench") as s, dagster_daemon(s, workdir) as (home, storage):
                 time.sleep(8)  # the daemon's first sensor tick: measure steady state
                 print(f"steady {rate}/s for {seconds}s …", file=sys.stderr)
-                sent = produce(s, messages, rate=rate)
-                seen = observe(s, sent, timeout=120)
+                where: dict[tuple[int, int], str] = {}
+                watcher = RowWatcher(s).start()  # watching from before the first send
+                sent = produce(s, messages, rate=rate, where=where)
+                watcher.wait_for(set(sent), timeout=120)
+                seen = watcher.stop()
                 stats = run_stats(home, storage, s.consumer_group)
+                stats["breakdown"] = latency_breakdown(home, storage, sent, where, seen["pg"])
             lat_pg = [seen["pg"][t] - sent[t] for t in seen["pg"]]
             lat_maria = [seen["maria"][t] - sent[t] for t in seen["maria"]]
             out["rates"][str(rate)] = {
@@ -280,28 +296,101 @@ def steady(rates: list[float], seconds: float) -> dict:
     return out
 
 
-def observe(s: Settings, sent: dict[str, float], timeout: float) -> dict[str, dict[str, float]]:
-    """When each trace_id's row became visible in PostgreSQL and MariaDB."""
-    pg = create_engine(s.postgres_url)
-    maria = create_engine(s.doris_url)
-    seen: dict[str, dict[str, float]] = {"pg": {}, "maria": {}}
-    deadline = time.monotonic() + timeout
-    queries = {
-        "pg": (pg, f'SELECT trace_id FROM "{s.postgres_schema}".dicom_object_meta'),
-        "maria": (maria, "SELECT trace_id FROM dicom_object_meta"),
-    }
-    while time.monotonic() < deadline and any(len(v) < len(sent) for v in seen.values()):
-        for name, (engine, sql) in queries.items():
+class RowWatcher:
+    """Stamps each ``trace_id`` with the wall time its row is first visible in
+    PostgreSQL and in MariaDB, polling every ``interval`` s from ``start()`` on, i.e.
+    from before the first message is sent: a row that appears while messages are still
+    being produced is stamped then, not when production ends."""
+
+    def __init__(self, s: Settings, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.seen: dict[str, dict[str, float]] = {"pg": {}, "maria": {}}
+        self._queries = {
+            "pg": (
+                create_engine(s.postgres_url),
+                f'SELECT trace_id FROM "{s.postgres_schema}".dicom_object_meta',
+            ),
+            "maria": (create_engine(s.doris_url), "SELECT trace_id FROM dicom_object_meta"),
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="row-watcher", daemon=True)
+
+    def _poll(self) -> None:
+        for name, (engine, sql) in self._queries.items():
             with engine.connect() as conn:
                 try:
                     ids = conn.execute(text(sql)).scalars().all()
-                except Exception:
+                except Exception:  # the table may not exist yet
                     conn.rollback()
                     continue
             now = time.time()
             for t in ids:
-                seen[name].setdefault(t, now)
-        time.sleep(0.2)
-    pg.dispose()
-    maria.dispose()
-    return seen
+                self.seen[name].setdefault(t, now)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._poll()
+            self._stop.wait(self.interval)
+
+    def start(self) -> RowWatcher:
+        self._thread.start()
+        return self
+
+    def wait_for(self, ids: set[str], timeout: float) -> bool:
+        """Until every id is visible in both databases, or ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(ids <= set(v) for v in self.seen.values()):
+                return True
+            time.sleep(self.interval)
+        return False
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        for engine, _ in self._queries.values():
+            engine.dispose()
+        return self.seen
+
+
+def latency_breakdown(
+    home: Path,
+    storage: str,
+    sent: dict[str, float],
+    where: dict[tuple[int, int], str],
+    visible: dict[str, float],
+) -> dict[str, dict[str, float]]:
+    """Per run, from Dagster's run records: the first message's age when the sensor
+    requested the run, request -> RUN_START, RUN_START -> rows visible (PostgreSQL),
+    visible -> run end. Returns p50/p99 of each stage over the runs."""
+    os.environ["DAGSTER_POSTGRES_URL"] = storage
+    from dagster import DagsterInstance
+
+    stages: dict[str, list[float]] = {
+        "first_message_age_at_request_s": [],
+        "request_to_run_start_s": [],
+        "run_start_to_rows_visible_s": [],
+        "rows_visible_to_run_end_s": [],
+    }
+    with DagsterInstance.from_config(str(home)) as instance:
+        for record in instance.get_run_records():
+            run = record.dagster_run
+            span = run.tags.get("wado/offsets")
+            part = run.tags.get("wado/partition", "").rsplit("-", 1)[-1]
+            if not span or not part.isdigit() or record.start_time is None:
+                continue
+            start = int(span.split("-")[0])
+            first = where.get((int(part), start))
+            if first is None or first not in visible:
+                continue
+            created = record.create_timestamp.timestamp()
+            stages["first_message_age_at_request_s"].append(created - sent[first])
+            stages["request_to_run_start_s"].append(record.start_time - created)
+            stages["run_start_to_rows_visible_s"].append(visible[first] - record.start_time)
+            if record.end_time is not None:
+                stages["rows_visible_to_run_end_s"].append(record.end_time - visible[first])
+    return {
+        name: {"p50": percentile(v, 50), "p99": percentile(v, 99), "runs": len(v)}
+        for name, v in stages.items()
+        if v
+    }
