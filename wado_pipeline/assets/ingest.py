@@ -76,11 +76,14 @@ def build_ingest_assets(settings: Settings):
     )
     def ingest_batch(storage):
         batch = read_batch(storage)
-        state, image = publish_records(batch)
+        # PostgreSQL first: rows are visible to users once it is written; the topics and
+        # Doris follow (each independent of it in a subset: Dagster drops the ordering
+        # when write_postgres is not selected).
         pg = write_postgres(batch)
+        state, image = publish_records(batch, after=list(pg))
         # Routine Load: Doris loads itself from the topics, so the run awaits the keys
         # there after publishing; otherwise the Doris write does not wait for Kafka.
-        dr = write_doris(batch, published=[state, image]) if routine_load else write_doris(batch)
+        dr = write_doris(batch, after=[state, image] if routine_load else list(pg))
         dlq, errors = write_rejects(batch)
         committed = commit_offsets(
             batch,

@@ -1,8 +1,8 @@
 """The ops of one batch: each calls its step (``steps``) and reports to Dagster.
 
-    read_batch ─┬─► publish_records ─► kafka/<state>, kafka/<image>
-                ├─► write_postgres ──► postgres/dicom_*_meta
-                ├─► write_doris ─────► doris/dicom_*_meta
+    read_batch ─┬─► write_postgres ──► postgres/dicom_*_meta (first: rows visible soonest)
+                │     ├─► publish_records ─► kafka/<state>, kafka/<image>
+                │     └─► write_doris ─────► doris/dicom_*_meta (routine_load: after publish)
                 ├─► write_rejects ───► kafka/<dlq>, postgres/dicom_ingest_error
                 └─► commit_offsets (after all of the above)
 
@@ -188,7 +188,7 @@ def read_batch(
     return batch
 
 
-@op(out={"state": Out(Nothing), "image": Out(Nothing)})
+@op(ins={"after": In(Nothing)}, out={"state": Out(Nothing), "image": Out(Nothing)})
 def publish_records(
     context: OpExecutionContext, batch: Batch, kafka: KafkaResource, ingest: IngestSettings
 ):
@@ -238,7 +238,7 @@ def write_postgres(context: OpExecutionContext, batch: Batch, postgres: Postgres
     yield from _write_tables(context, batch, postgres)
 
 
-@op(ins={"published": In(Nothing)}, out=TABLE_OUTS)
+@op(ins={"after": In(Nothing)}, out=TABLE_OUTS)
 def write_doris(context: OpExecutionContext, batch: Batch, doris: DorisBackend):
     """Upsert the same three tables into Doris (or its MariaDB stand-in); in
     ``routine_load`` mode, await the published keys there instead (hence after

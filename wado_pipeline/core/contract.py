@@ -15,6 +15,10 @@ from wado_pipeline.core.batching import OffsetRange
 
 JOB_NAME = "ingest_job"
 SENSOR_NAME = "storage_topic_sensor"
+# Dagster's sensor daemon evaluates sensors in a loop of 5 s (MIN_INTERVAL_LOOP_TIME):
+# the sensor ticks at most that often, and its minimum interval is set just below it,
+# since an interval equal to the loop aliases into 10 s gaps.
+SENSOR_TICK_SECONDS = 5
 GRAPH_NAME = "ingest_batch"  # the graph-backed multi-asset of one batch
 READ_OP = "read_batch"  # the op whose config is the offset range
 

@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from wado_pipeline.core.batching import BatchPolicy
+from wado_pipeline.core.contract import SENSOR_TICK_SECONDS
 from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.settings import Settings
 
@@ -80,4 +81,5 @@ class IngestSettings(ConfigurableResource):
             wait_seconds=self.batch_wait_seconds,
             max_batch_messages=self.max_batch_messages,
             max_inflight=self.max_inflight_per_partition,
+            tick_seconds=SENSOR_TICK_SECONDS,
         )

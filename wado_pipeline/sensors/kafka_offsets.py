@@ -54,6 +54,7 @@ from wado_pipeline.core.contract import (
     REBUILD_TAG,
     RELAUNCH_TAG,
     SENSOR_NAME,
+    SENSOR_TICK_SECONDS,
     SINK_TAG,
     UNPROCESSED_CHECK,
     partition_tag,
@@ -141,7 +142,7 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
     @sensor(
         name=SENSOR_NAME,
         job=job,
-        minimum_interval_seconds=5,
+        minimum_interval_seconds=SENSOR_TICK_SECONDS - 1,
         default_status=DefaultSensorStatus.RUNNING,
         description=__doc__,
     )

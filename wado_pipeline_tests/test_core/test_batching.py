@@ -29,6 +29,17 @@ def test_one_old_message_makes_a_run():
     assert (r.start, r.end) == (10, 11)
 
 
+def test_a_message_that_would_pass_its_wait_before_the_next_tick_is_due_now():
+    from dataclasses import replace
+
+    ticking = replace(POLICY, tick_seconds=2)
+    young = cursor_at(0, oldest_ts=NOW - 2999, ts_offset=0)  # 3 s + 2 s tick < 5 s
+    assert plan_batches(young, {0: (0, 10)}, NOW, ticking).ranges == []
+    due = cursor_at(0, oldest_ts=NOW - 3000, ts_offset=0)  # would be 5 s at the next tick
+    (r,) = plan_batches(due, {0: (0, 10)}, NOW, ticking).ranges
+    assert (r.start, r.end) == (0, 10)
+
+
 def test_timestamp_of_another_offset_is_not_used():
     c = cursor_at(10, oldest_ts=NOW - 60000, ts_offset=9)
     assert plan_batches(c, {0: (0, 11)}, NOW, POLICY).ranges == []

@@ -26,13 +26,24 @@ def produce_aged(settings, n, partition, age_s):
     producer.close()
 
 
-def test_49_young_messages_make_no_run(settings, produce):
-    produce([b"{}"] * 49, partition=0)
+def test_49_messages_that_can_wait_make_no_run(settings):
+    """Fewer than 50 messages whose wait cannot run out before the next tick (their
+    broker timestamps lie ahead) make no run yet."""
+    produce_aged(settings, 49, partition=0, age_s=-600)
     with instance_for_test() as instance:
         result = tick(settings, instance)
         assert result.run_requests == []
         assert "49 message(s) pending" in result.skip_message
         assert json.loads(result.cursor)["partitions"]["0"]["next"] == 0
+
+
+def test_49_fresh_messages_run_at_the_last_tick_before_their_wait_ends(settings, produce):
+    """The sensor ticks every 5 s and the wait is 5 s: a message that arrived since the
+    last tick would pass its wait before the next one, so it is requested now."""
+    produce([b"{}"] * 49, partition=0)
+    with instance_for_test() as instance:
+        result = tick(settings, instance)
+    assert ranges(result) == [(0, 0, 49)]
 
 
 def test_50_messages_make_one_run(settings, produce):
@@ -143,8 +154,9 @@ def test_start_from_committed_group_offsets(settings, produce):
     )
     with instance_for_test() as instance:
         result = tick(settings, instance)
-    assert ranges(result) == []  # 20 pending, young
-    assert json.loads(result.cursor)["partitions"]["1"]["next"] == 100
+    # from the group's offset on: the 20 pending would pass their wait before the next tick
+    assert ranges(result) == [(1, 100, 120)]
+    assert json.loads(result.cursor)["partitions"]["1"]["next"] == 120
 
 
 def test_retention_loss_is_reported(settings, produce, admin):
