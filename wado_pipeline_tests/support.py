@@ -61,12 +61,17 @@ def run_range(
     start: int,
     end: int,
     raise_on_error: bool = True,
+    asset_selection: list | None = None,
 ):
+    """One batch run in process; ``asset_selection`` (asset keys) for a subset run."""
     defs = build_definitions(settings)
     job = defs.resolve_job_def(JOB_NAME)
     rng = OffsetRange(settings.storage_topic, partition, start, end)
     return job.execute_in_process(
-        run_config=run_config_for(rng), instance=instance, raise_on_error=raise_on_error
+        run_config=run_config_for(rng),
+        instance=instance,
+        raise_on_error=raise_on_error,
+        asset_selection=asset_selection,
     )
 
 

@@ -15,9 +15,7 @@ from sqlalchemy import create_engine, text
 
 from wado_pipeline.assets.keys import asset_keys
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import JOB_NAME, PENDING_TAG, run_config_for
-from wado_pipeline.definitions import build_definitions
+from wado_pipeline.core.contract import JOB_NAME, PENDING_TAG
 from wado_pipeline_tests.support import (
     consume_all,
     dump_tables,
@@ -33,14 +31,8 @@ pytestmark = pytest.mark.stack
 
 
 def _run_subset(settings, instance, selection, start, end, raise_on_error=True):
-    job = build_definitions(settings).resolve_job_def(JOB_NAME)
-    rng = OffsetRange(settings.storage_topic, 0, start, end)
-    return job.execute_in_process(
-        run_config=run_config_for(rng),
-        instance=instance,
-        asset_selection=[k if isinstance(k, AssetKey) else AssetKey(k) for k in selection],
-        raise_on_error=raise_on_error,
-    )
+    keys = [k if isinstance(k, AssetKey) else AssetKey(k) for k in selection]
+    return run_range(settings, instance, 0, start, end, raise_on_error, asset_selection=keys)
 
 
 def test_rebuilding_one_doris_table_touches_nothing_else(settings, produce, storage_root, kafka):
