@@ -103,6 +103,12 @@ def _configured_range(config: BatchConfig) -> OffsetRange | None:
 SENSOR_SYNC_SECONDS = 30.0
 
 
+def _left_out(context: OpExecutionContext) -> set:
+    """The batch's assets this run does not write (empty: every sink is selected)."""
+    every = set(context.assets_def.node_keys_by_output_name.values())
+    return every - context.selected_asset_keys
+
+
 def _resolve_pending(
     context: OpExecutionContext, kafka: KafkaResource, ingest: IngestSettings
 ) -> list[OffsetRange]:
@@ -168,6 +174,15 @@ def read_batch(
     every partition), parse every message, group the rows."""
     pool_dagster_storage(context.instance)
     rng = _configured_range(config)
+    if rng is None and _left_out(context):
+        # "What is pending" belongs to runs that write every sink: a partial run would
+        # take offsets from the sensor that the sinks it leaves out never get.
+        raise Failure(
+            description="A run that writes only some sinks needs an offset range (topic, "
+            "partition, start, end); to refill a sink over a span, use the rebuild_sink "
+            "job or `wado-pipeline rebuild`.",
+            allow_retries=False,
+        )
     ranges = [rng] if rng is not None else _resolve_pending(context, kafka, ingest)
     try:
         batch = steps.read_ranges(
@@ -294,8 +309,7 @@ def commit_offsets(
     """After every write succeeded: record the range as processed. The group's offset
     moves only over a contiguous prefix of processed ranges (``core.progress``), so a
     failed earlier batch holds it and Kafka tools show the lag."""
-    every = set(context.assets_def.node_keys_by_output_name.values())
-    sinks = every - context.selected_asset_keys
+    sinks = _left_out(context)
     if sinks:
         # A partial run (a sink rebuilt from the UI) must never move the group: the
         # offsets it passed would be skipped by the sinks it did not write.

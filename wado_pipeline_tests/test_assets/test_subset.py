@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from wado_pipeline.assets.keys import asset_keys
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.contract import JOB_NAME, PENDING_TAG
+from wado_pipeline.definitions import build_definitions
 from wado_pipeline_tests.support import (
     consume_all,
     dump_tables,
@@ -152,3 +153,22 @@ def test_the_sensor_skips_what_a_run_without_range_took(settings, produce, stora
         got = ranges(result)
         assert got and got[0][:2] == (0, 40)  # the sensor starts after the claimed range
         assert all(start >= 40 for _, start, _ in got)
+
+
+def test_a_partial_run_without_a_range_is_refused(settings, produce, storage_root, kafka):
+    """Only a run that writes every sink may take what is pending; a partial one would
+    leave the sinks it skips without those offsets."""
+    produce(encode(synthetic_messages(storage_root, 5)), partition=0)
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    with instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[AssetKey(["doris", "dicom_state_meta"])],
+            raise_on_error=False,
+        )
+        tags = instance.get_run_by_id(result.run_id).tags
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "needs an offset range" in failure.event_specific_data.error.message
+    assert PENDING_TAG not in tags  # nothing claimed from the sensor
+    assert kafka.committed_offsets(settings.consumer_group, settings.storage_topic, [0]) == {}
