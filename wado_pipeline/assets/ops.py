@@ -18,6 +18,7 @@ from dagster import (
     Config,
     Failure,
     In,
+    MetadataValue,
     Nothing,
     OpExecutionContext,
     Out,
@@ -218,10 +219,11 @@ def publish_records(
         ingest.image_topic if "image" in selected else None,
     )
     elapsed = round(time.perf_counter() - t0, 4)
-    meta = batch_metadata(batch)
+    span = batch.describe() or "nothing pending"
     for name, n in (("state", n_state), ("image", n_image)):
         if name in selected:
-            yield Output(None, name, metadata={**meta, "messages": n, "publish_s": elapsed})
+            meta = {"offset_range": span, "messages": n, "publish_s": elapsed}
+            yield Output(None, name, metadata=meta)
 
 
 def _check(backend: SqlBackend) -> None:
@@ -232,7 +234,9 @@ def _check(backend: SqlBackend) -> None:
         raise Failure(description=str(exc), allow_retries=False) from exc
 
 
-def _write_tables(context: OpExecutionContext, batch: Batch, backend: SqlBackend):
+def _write_tables(
+    context: OpExecutionContext, batch: Batch, backend: SqlBackend, with_preview: bool = False
+):
     """Write the tables whose assets the run selected (all of them in the sensor's runs;
     one or a few when a data team rebuilds a sink from the UI)."""
     selected = context.selected_output_names
@@ -243,14 +247,14 @@ def _write_tables(context: OpExecutionContext, batch: Batch, backend: SqlBackend
     elapsed = round(time.perf_counter() - t0, 4)
     for t in S.PIPELINE_TABLES:
         if t.name in selected:
-            meta = table_metadata(batch, t.name, counts[t.name], elapsed)
+            meta = table_metadata(batch, t.name, counts[t.name], elapsed, with_preview)
             yield Output(None, t.name, metadata={**meta, **backend.write_metadata(t.name)})
 
 
 @op(out=TABLE_OUTS)
 def write_postgres(context: OpExecutionContext, batch: Batch, postgres: PostgresResource):
     """Upsert the three index tables in one PostgreSQL transaction."""
-    yield from _write_tables(context, batch, postgres)
+    yield from _write_tables(context, batch, postgres, with_preview=True)
 
 
 @op(ins={"after": In(Nothing)}, out=TABLE_OUTS)
@@ -286,8 +290,9 @@ def write_rejects(
     )
     if cut:
         context.log.warning(f"{cut} dead letter(s) cut to fit {ingest.dlq_topic}")
-    by_reason = batch.grouped.rejects_by_reason()
-    meta = {"rejected": len(batch.grouped.rejections), "rejects_by_reason": by_reason}
+    meta = {"rejected": len(batch.grouped.rejections)}
+    if batch.grouped.rejections:
+        meta["rejects_by_reason"] = MetadataValue.json(batch.grouped.rejects_by_reason())
     if "dlq" in selected:
         yield Output(None, "dlq", metadata={**meta, "dead_letters": n, "dead_letters_cut": cut})
     if "errors" in selected:
@@ -340,7 +345,7 @@ def commit_offsets(
             "pool_peak_rss_mb": round(
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
             ),
-            "offset_ranges": batch.describe() or "nothing pending",
+            **batch_metadata(batch),
             **(
                 {
                     "topic": only.topic,

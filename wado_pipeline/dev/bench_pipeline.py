@@ -211,6 +211,58 @@ def run_stats(home: Path, storage: str, group_name: str) -> dict:
         }
 
 
+def settle_runs(home: Path, storage: str, timeout: float = 120) -> None:
+    """Until no run is queued or in progress (their last events are then stored)."""
+    os.environ["DAGSTER_POSTGRES_URL"] = storage
+    from dagster import DagsterInstance, RunsFilter
+    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        busy = RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)
+        deadline = time.monotonic() + timeout
+        while instance.get_runs_count(busy) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+def storage_profile(storage: str) -> dict:
+    """What Dagster's storage database holds: its size and, per event type, how many
+    events and how many bytes of serialized event they take."""
+    engine = create_engine(storage)
+    try:
+        with engine.connect() as conn:
+            size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+            try:
+                rows = conn.execute(
+                    text(
+                        "SELECT coalesce(dagster_event_type, 'LOG'), count(*), "
+                        "sum(length(event)) FROM event_logs GROUP BY 1 ORDER BY 3 DESC"
+                    )
+                ).all()
+            except Exception:  # no run yet: the schema is created with the first one
+                conn.rollback()
+                rows = []
+    finally:
+        engine.dispose()
+    return {
+        "bytes": size,
+        "events": {t: {"count": c, "bytes": int(b)} for t, c, b in rows},
+    }
+
+
+def storage_growth(before: dict, after: dict, runs: int) -> dict:
+    """Storage written per run between two ``storage_profile`` readings."""
+    delta = after["bytes"] - before["bytes"]
+    events = sum(e["count"] for e in after["events"].values()) - sum(
+        e["count"] for e in before["events"].values()
+    )
+    return {
+        "storage_delta_kib": round(delta / 1024, 1),
+        "storage_kib_per_run": round(delta / 1024 / runs, 1) if runs else None,
+        "events_per_run": round(events / runs, 1) if runs else None,
+        "events_by_type": after["events"],
+    }
+
+
 def backlog(n: int, max_batch: int) -> dict:
     base = dataclasses.replace(Settings.from_env(), max_batch_messages=max_batch)
     with tempfile.TemporaryDirectory(prefix="wado-bench-") as tmp:
@@ -263,12 +315,15 @@ def steady(rates: list[float], seconds: float) -> dict:
             with namespace(base, root, "bench") as s, dagster_daemon(s, workdir) as (home, storage):
                 time.sleep(8)  # the daemon's first sensor tick: measure steady state
                 print(f"steady {rate}/s for {seconds}s …", file=sys.stderr)
+                before = storage_profile(storage)
                 where: dict[tuple[int, int], str] = {}
                 watcher = RowWatcher(s).start()  # watching from before the first send
                 sent = produce(s, messages, rate=rate, where=where)
                 watcher.wait_for(set(sent), timeout=120)
                 seen = watcher.stop()
+                settle_runs(home, storage)
                 stats = run_stats(home, storage, s.consumer_group)
+                stats.update(storage_growth(before, storage_profile(storage), stats["runs"]))
                 stats["breakdown"] = latency_breakdown(home, storage, sent, where, seen["pg"])
             lat_pg = [seen["pg"][t] - sent[t] for t in seen["pg"]]
             lat_maria = [seen["maria"][t] - sent[t] for t in seen["maria"]]

@@ -49,7 +49,7 @@ def test_batch_end_to_end(settings, produce, storage_root):
     checks = {
         (tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()
     }
-    assert len(checks) == 6 * 2 + 3 + 1  # present + nulls on 6 tables, dups on 3, rejects
+    assert len(checks) == 6 + 1  # batch_keys on each table, batch_rejects
     failed = {k for k, e in checks.items() if not e.passed}
     assert failed == {(("postgres", "dicom_ingest_error"), "batch_rejects")}
     rejects = checks[(("postgres", "dicom_ingest_error"), "batch_rejects")]
@@ -60,7 +60,7 @@ def test_batch_end_to_end(settings, produce, storage_root):
         "missing_field": 1,
         "file_missing": 1,
     }
-    present = checks[(("doris", "dicom_image_meta"), "batch_keys_present")]
+    present = checks[(("doris", "dicom_image_meta"), "batch_keys")]
     assert present.metadata["expected_keys"].value == len(expected_from_files(good)["images"])
 
     tables = dump_tables(settings)
@@ -138,15 +138,21 @@ def test_materialization_metadata(settings, produce, storage_root):
     }
     meta = mats[("postgres", "dicom_image_meta")]
     assert meta["rows_upserted"].value == 10
-    assert meta["consumed"].value == 11 and meta["rejected"].value == 1
-    assert meta["rejects_by_reason"].value == {"bad_json": 1}
     assert "0..10" in meta["offset_range"].value
+    summary = mats[("kafka", "consumer_groups", settings.consumer_group)]
+    assert summary["consumed"].value == 11 and summary["rejected"].value == 1
+    assert summary["rejects_by_reason"].value == {"bad_json": 1}
+    assert "rejects_by_reason" not in meta  # the tables say nothing about rejects
+    assert "warnings_by_column" not in meta  # nothing was cut
     assert len(mats) == 11  # 3 + 3 tables, 3 topics, error table, group offsets
     text = json.dumps({k: str(v) for m in mats.values() for k, v in m.items()})
     assert "Müller" not in text and "PAT1" not in text  # no patient names or IDs
-    rows = meta["preview"].value.records
-    assert len(rows) == 5 and rows[0].data["width"] == "64"
-    assert "patient_name" not in rows[0].data
+    header, rule, *rows = meta["preview"].value.splitlines()  # a Markdown table
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert len(rows) == 3 and rule.count("---") == len(cols)
+    first = dict(zip(cols, (c.strip() for c in rows[0].strip("|").split("|")), strict=True))
+    assert first["width"] == "64" and "patient_name" not in first
+    assert "preview" not in mats[("doris", "dicom_image_meta")]  # the same rows: once
 
 
 def test_cjk_name_and_long_description_are_cut_with_warnings(settings, produce, storage_root):
@@ -299,7 +305,7 @@ def test_checks_catch_a_missing_row(settings, produce, storage_root):
     checks = {
         (tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()
     }
-    bad = checks[(("doris", "dicom_image_meta"), "batch_keys_present")]
+    bad = checks[(("doris", "dicom_image_meta"), "batch_keys")]
     assert not bad.passed
     assert (bad.metadata["expected_keys"].value, bad.metadata["found_keys"].value) == (12, 11)
-    assert checks[(("postgres", "dicom_image_meta"), "batch_keys_present")].passed
+    assert checks[(("postgres", "dicom_image_meta"), "batch_keys")].passed

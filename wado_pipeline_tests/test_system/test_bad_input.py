@@ -110,7 +110,7 @@ def test_bad_input_corpus(settings, produce, storage_root, tmp_path):
     meta = {
         tuple(e.asset_key.path): e.step_materialization_data.materialization.metadata
         for e in result.get_asset_materialization_events()
-    }[("postgres", "dicom_object_meta")]
+    }[("kafka", "consumer_groups", settings.consumer_group)]
     expected_rejects = {i: r for i, (_, r) in enumerate(cases) if r}
     # counts reconcile
     assert meta["consumed"].value == n

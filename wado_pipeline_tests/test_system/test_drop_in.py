@@ -239,7 +239,7 @@ def test_upstream_traffic_into_site_tables(load, settings, storage_root, produce
             doris_keys = [
                 e
                 for e in evaluations
-                if e.asset_key.path[0] == "doris" and e.check_name == "batch_keys_present"
+                if e.asset_key.path[0] == "doris" and e.check_name == "batch_keys"
             ]
             assert len(doris_keys) == 3 and all(e.passed for e in doris_keys)
 
