@@ -236,6 +236,19 @@ class Settings:
         "a `STARTED` run that stored no event for this long lost its worker: the sensor "
         "marks it failed and its range is run again",
     )
+    run_retention_days: float = _setting(
+        "WADO_RUN_RETENTION_DAYS",
+        7.0,
+        "Dagster's storage keeps finished runs (their events, check results and ticks) "
+        "this long; decimals allowed. Never deleted: a failed run whose range no later "
+        "run processed, and the runs holding each asset's latest materialization and "
+        "each check's latest result",
+    )
+    retention_interval_minutes: int = _setting(
+        "WADO_RETENTION_INTERVAL_MINUTES",
+        10,
+        "how often the prune_dagster_storage schedule runs (1-59)",
+    )
     dead_letter_payload: str = _setting(
         "WADO_DEAD_LETTER_PAYLOAD",
         "full",

@@ -19,7 +19,13 @@ from sqlalchemy import create_engine, text
 from wado_pipeline.cli.receiver import store_message
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import JOB_NAME, SENSOR_NAME, range_from_run_config, run_config_for
+from wado_pipeline.core.contract import (
+    JOB_NAME,
+    SENSOR_NAME,
+    VERIFY_JOB,
+    range_from_run_config,
+    run_config_for,
+)
 from wado_pipeline.definitions import build_definitions, build_resources
 from wado_pipeline.dev.sandbox import PROJECT
 from wado_pipeline.dev.synthetic import synthetic_archive
@@ -73,6 +79,13 @@ def run_range(
         raise_on_error=raise_on_error,
         asset_selection=asset_selection,
     )
+
+
+def verify(settings: Settings, instance: DagsterInstance, resources: dict | None = None):
+    """The verify_batches job in process: the batch checks over every range that
+    succeeded in ``instance`` since its last verification."""
+    job = build_definitions(settings).resolve_job_def(VERIFY_JOB)
+    return job.execute_in_process(instance=instance, resources=resources)
 
 
 def job_from_env():

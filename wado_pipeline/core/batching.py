@@ -47,6 +47,21 @@ class OffsetRange:
         return f"{self.topic}:{self.partition}:{self.start}-{self.end}"
 
 
+def merge_ranges(ranges: list[OffsetRange]) -> list[OffsetRange]:
+    """The union of ``ranges``: per topic and partition, overlapping or adjacent ranges
+    joined; sorted."""
+    out: list[OffsetRange] = []
+    for r in sorted(ranges, key=lambda r: (r.topic, r.partition, r.start)):
+        if r.end <= r.start:
+            continue
+        last = out[-1] if out else None
+        if last and (last.topic, last.partition) == (r.topic, r.partition) and r.start <= last.end:
+            out[-1] = OffsetRange(r.topic, r.partition, last.start, max(last.end, r.end))
+        else:
+            out.append(r)
+    return out
+
+
 @dataclass
 class Hole:
     """Offsets handed to runs that are neither processed nor covered by a run in flight:

@@ -41,6 +41,17 @@ SINK_TAG = "wado/sink"
 REBUILD_PARTITION_TAG = "wado/rebuild_partition"
 SINKS = ("doris", "postgres", "topics")
 
+# Batch verification: a job that runs the batch checks over the ranges that runs wrote
+# since the last verification (not a step of every run: see assets/checks.py). Its run
+# tag holds the update time (epoch s) of the newest run it verified.
+VERIFY_JOB = "verify_batches"
+VERIFY_SCHEDULE = "verify_batches_schedule"
+VERIFIED_TAG = "wado/verified_through"
+
+# Retention of Dagster's own storage (assets/retention.py)
+RETENTION_JOB = "prune_dagster_storage"
+RETENTION_SCHEDULE = "prune_dagster_storage_schedule"
+
 # Checks on the storage topic
 LOST_CHECK = "no_offsets_lost"
 UNPROCESSED_CHECK = "no_failed_batches"

@@ -39,6 +39,7 @@ class IngestSettings(ConfigurableResource):
     transcode_target: str = DEFAULTS.transcode_target
     viewer_transfer_syntaxes: str = DEFAULTS.viewer_transfer_syntaxes
     transcode_timeout_seconds: float = DEFAULTS.transcode_timeout_seconds
+    run_retention_days: float = DEFAULTS.run_retention_days
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestSettings:
@@ -60,6 +61,7 @@ class IngestSettings(ConfigurableResource):
             transcode_target=settings.transcode_target,
             viewer_transfer_syntaxes=settings.viewer_transfer_syntaxes,
             transcode_timeout_seconds=settings.transcode_timeout_seconds,
+            run_retention_days=settings.run_retention_days,
         )
 
     @property

@@ -5,6 +5,7 @@ ticks, and ending runs whose worker is gone."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
@@ -17,9 +18,12 @@ from wado_pipeline.core.contract import (
     REBUILD_JOB,
     REBUILD_PLAN_TAG,
     SENSOR_NAME,
+    VERIFIED_TAG,
+    VERIFY_JOB,
     has_range_config,
     range_from_tags,
     ranges_from_pending_tag,
+    ranges_of_run,
 )
 
 IN_FLIGHT = [
@@ -157,3 +161,52 @@ def end_ghost_runs(
         instance.report_run_failed(run, message=message)
         ended.append(run.run_id)
     return ended
+
+
+# How far back the first verification looks (no earlier verification to start from).
+FIRST_VERIFICATION_LOOKBACK_S = 3600.0
+
+
+def verified_through(instance: DagsterInstance) -> float:
+    """The update time (epoch s) of the newest run the last successful verification
+    covered; without one, an hour ago."""
+    runs = instance.get_runs(
+        RunsFilter(job_name=VERIFY_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+    )
+    if runs and VERIFIED_TAG in runs[0].tags:
+        return float(runs[0].tags[VERIFIED_TAG])
+    return time.time() - FIRST_VERIFICATION_LOOKBACK_S
+
+
+def ranges_to_verify(
+    instance: DagsterInstance, after: float, topic: str, limit: int
+) -> tuple[list[OffsetRange], int, float]:
+    """The offset ranges of runs that succeeded (last updated) after ``after``, oldest
+    first, at most ``limit`` runs: (ranges, runs, update time of the newest run seen).
+
+    Any successful run with a range counts: the sensor's, a re-execution, a rebuild, a
+    run launched from the UI. A run is seen again if it is updated at the same instant
+    as ``after``: verifying twice is harmless, missing one is not."""
+    records = instance.get_run_records(
+        RunsFilter(
+            statuses=[DagsterRunStatus.SUCCESS],
+            updated_after=datetime.fromtimestamp(after, tz=UTC),
+        ),
+        limit=limit,
+        order_by="update_timestamp",
+        ascending=True,
+    )
+    ranges: list[OffsetRange] = []
+    runs = 0
+    newest = after
+    for rec in records:
+        newest = max(newest, rec.update_timestamp.timestamp())
+        run = rec.dagster_run
+        if run.job_name == VERIFY_JOB:
+            continue
+        mine = ranges_of_run(run.run_config or {}, run.tags, topic) or []
+        mine = [r for r in mine if r.topic == topic]
+        if mine:
+            ranges.extend(mine)
+            runs += 1
+    return ranges, runs, newest

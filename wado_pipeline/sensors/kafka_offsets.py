@@ -126,6 +126,7 @@ def rebuild_requests(instance, cursor: Cursor, topic: str, cap: int, keys_of) ->
                         run_key=f"rebuild:{plan_run.run_id}:{part.run_key}",
                         run_config=run_config_for(part),
                         asset_selection=keys_of(sink),
+                        asset_check_keys=[],  # verify_batches verifies them with the rest
                         tags={
                             REBUILD_TAG: plan_run.run_id,
                             SINK_TAG: sink,

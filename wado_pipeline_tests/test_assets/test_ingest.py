@@ -25,6 +25,7 @@ from wado_pipeline_tests.support import (
     reconstructable_job,
     run_range,
     synthetic_messages,
+    verify,
 )
 
 pytestmark = pytest.mark.stack
@@ -46,8 +47,10 @@ def test_batch_end_to_end(settings, produce, storage_root):
     with instance_for_test() as instance:
         result = run_range(settings, instance, 1, 0, n)
         assert result.success
+        assert not result.get_asset_check_evaluations()  # checks are verify_batches' job
+        verified = verify(settings, instance)
     checks = {
-        (tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()
+        (tuple(e.asset_key.path), e.check_name): e for e in verified.get_asset_check_evaluations()
     }
     assert len(checks) == 6 + 1  # batch_keys on each table, batch_rejects
     failed = {k for k, e in checks.items() if not e.passed}
@@ -235,12 +238,8 @@ def test_reexecute_from_failure_redoes_only_the_failed_write(
         ) as retried:
             assert retried.success
             ran = {e.step_key for e in retried.get_step_success_events()}
-            # the failed write, the offset commit after it, and the checks that depend on it
-            assert ran == {
-                "ingest_batch.write_doris",
-                "ingest_batch.commit_offsets",
-                "batch_checks",
-            }
+            # the failed write and the offset commit after it
+            assert ran == {"ingest_batch.write_doris", "ingest_batch.commit_offsets"}
     tables = dump_tables(settings)
     assert len(tables["doris.dicom_image_meta"]) == 20
     origin = S.IMAGE_META.for_backend("mariadb").column_names.index("study_date_origin")
@@ -297,15 +296,37 @@ def test_checks_catch_a_missing_row(settings, produce, storage_root):
     produce(encode(synthetic_messages(storage_root, 12)), partition=0)
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
     with instance_for_test() as instance:
-        result = job.execute_in_process(
+        job.execute_in_process(
             run_config=run_config_for(OffsetRange(settings.storage_topic, 0, 0, 12)),
             instance=instance,
             resources={"doris": LossyDoris(url=settings.doris_url)},
         )
-    checks = {
-        (tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()
-    }
-    bad = checks[(("doris", "dicom_image_meta"), "batch_keys")]
-    assert not bad.passed
-    assert (bad.metadata["expected_keys"].value, bad.metadata["found_keys"].value) == (12, 11)
-    assert checks[(("postgres", "dicom_image_meta"), "batch_keys")].passed
+        first = verify(settings, instance)
+        again = verify(settings, instance)  # a failed verification does not move on
+    for result in (first, again):
+        checks = {
+            (tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()
+        }
+        bad = checks[(("doris", "dicom_image_meta"), "batch_keys")]
+        assert not bad.passed
+        assert (bad.metadata["expected_keys"].value, bad.metadata["found_keys"].value) == (12, 11)
+        assert checks[(("postgres", "dicom_image_meta"), "batch_keys")].passed
+
+
+def test_each_verification_covers_the_runs_since_the_last(settings, produce, storage_root):
+    produce(encode(synthetic_messages(storage_root, 20)), partition=0)
+
+    def image_check(result):
+        (e,) = [
+            e
+            for e in result.get_asset_check_evaluations()
+            if e.asset_key.path == ["postgres", "dicom_image_meta"]
+        ]
+        return e.passed, e.metadata["runs_verified"].value, e.metadata["expected_keys"].value
+
+    with instance_for_test() as instance:
+        assert run_range(settings, instance, 0, 0, 12).success
+        assert image_check(verify(settings, instance)) == (True, 1, 12)
+        assert run_range(settings, instance, 0, 12, 20).success
+        assert image_check(verify(settings, instance)) == (True, 1, 8)  # only the new run
+        assert image_check(verify(settings, instance)) == (True, 0, 0)  # nothing new

@@ -1,6 +1,13 @@
 """The micro-batch plan: thresholds, age trigger, growth under backlog, retention loss."""
 
-from wado_pipeline.core.batching import BatchPolicy, Cursor, PartitionState, plan_batches
+from wado_pipeline.core.batching import (
+    BatchPolicy,
+    Cursor,
+    OffsetRange,
+    PartitionState,
+    merge_ranges,
+    plan_batches,
+)
 
 POLICY = BatchPolicy(batch_messages=50, wait_seconds=5, max_batch_messages=2000, max_inflight=3)
 NOW = 1_000_000_000
@@ -143,3 +150,11 @@ def test_pending_ranges_start_at_the_cursor_and_stop_at_the_cap():
         OffsetRange("t", 1, 50, 60),
         OffsetRange("t", 3, 0, 2000),
     ]
+
+
+def test_merge_ranges_joins_overlapping_and_adjacent_ranges_per_partition():
+    r = OffsetRange
+    given = [r("t", 1, 10, 20), r("t", 0, 5, 9), r("t", 1, 0, 10), r("t", 1, 15, 25)]
+    given += [r("t", 0, 0, 3), r("t", 1, 30, 30), r("u", 1, 0, 4)]
+    merged = merge_ranges(given)
+    assert merged == [r("t", 0, 0, 3), r("t", 0, 5, 9), r("t", 1, 0, 25), r("u", 1, 0, 4)]

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from wado_pipeline.cli.receiver import receiver_layout, store_message
 from wado_pipeline.core import schema as S
 from wado_pipeline.dev.routine_load_standin import RoutineLoadStandIn
-from wado_pipeline_tests.support import consume_all, dump_tables, run_range
+from wado_pipeline_tests.support import consume_all, dump_tables, run_range, verify
 from wado_pipeline_tests.test_resources.test_grants import mariadb_as_root
 
 pytestmark = pytest.mark.stack
@@ -110,12 +110,13 @@ def _site_postgres_tables(settings) -> None:
 
 
 def _run_all(settings, counts: dict[int, int]):
+    """One run per partition, then a verification of them all: (runs, verification)."""
     results = []
     with instance_for_test() as instance:
         for partition, n in counts.items():
             if n:
                 results.append(run_range(settings, instance, partition, 0, n))
-    return results
+        return results, verify(settings, instance)
 
 
 @pytest.fixture
@@ -170,7 +171,7 @@ def test_upstream_traffic_into_site_tables(load, settings, storage_root, produce
             site.kafka_bootstrap, owner_url, topics, f"{site.consumer_group}_standin"
         ).start()
     try:
-        results = _run_all(site, counts)
+        results, verification = _run_all(site, counts)
     finally:
         if standin is not None:
             standin.stop()
@@ -234,14 +235,12 @@ def test_upstream_traffic_into_site_tables(load, settings, storage_root, produce
 
     if load == "routine_load":
         assert standin.loaded["dicom_object_meta"] == n
-        for r in results:
-            evaluations = r.get_asset_check_evaluations()
-            doris_keys = [
-                e
-                for e in evaluations
-                if e.asset_key.path[0] == "doris" and e.check_name == "batch_keys"
-            ]
-            assert len(doris_keys) == 3 and all(e.passed for e in doris_keys)
+        doris_keys = [
+            e
+            for e in verification.get_asset_check_evaluations()
+            if e.asset_key.path[0] == "doris" and e.check_name == "batch_keys"
+        ]
+        assert len(doris_keys) == 3 and all(e.passed for e in doris_keys)
 
 
 def test_a_missing_column_fails_the_run_once_naming_it(settings, produce, storage_root):

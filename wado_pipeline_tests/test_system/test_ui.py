@@ -151,7 +151,7 @@ def test_ui_shows_lineage_runs_metadata_freshness_and_checks(
         runs = gql(url, RUNS)["runsOrError"]["results"]
         bad = [r for r in runs if r["status"] in ("FAILURE", "CANCELED")]
         assert not bad, [failure_messages(url, r["runId"]) for r in bad]
-        done = [r for r in runs if r["status"] == "SUCCESS"]
+        done = [r for r in runs if r["status"] == "SUCCESS" and "wado/offsets" in _tags(r)]
         ends = [int(_tags(r)["wado/offsets"].split("-")[1]) for r in done]
         return done if ends and max(ends) == 121 else None
 
@@ -171,9 +171,18 @@ def test_ui_shows_lineage_runs_metadata_freshness_and_checks(
 
     def fresh_and_checked():
         data = gql(url, ASSET, path=["doris", "dicom_image_meta"])["assetNodes"][0]
-        return data if data["freshnessStatusInfo"]["freshnessStatus"] == "HEALTHY" else None
+        checks = {
+            c["name"]: c["executionForLatestMaterialization"]
+            for c in data["assetChecksOrError"]["checks"]
+        }
+        verified = (checks["batch_keys"] or {}).get("evaluation")  # by verify_batches
+        healthy = data["freshnessStatusInfo"]["freshnessStatus"] == "HEALTHY"
+        return data if healthy and verified else None
 
-    doris_image = wait_until(fresh_and_checked, 120, "Doris freshness to be evaluated", interval=3)
+    # the verification schedule ticks once a minute
+    doris_image = wait_until(
+        fresh_and_checked, 180, "Doris freshness and the batch verification", interval=3
+    )
     meta = {e["label"]: e for e in doris_image["assetMaterializations"][0]["metadataEntries"]}
     assert meta["rows_upserted"]["intValue"] > 0
     assert meta["offset_range"]["text"]

@@ -1,0 +1,56 @@
+"""The ``prune_dagster_storage`` job: keeps Dagster's own storage at a plateau.
+
+Every batch is a run, and every run leaves events, check results and ticks behind
+(README "Sizing" has the figures). Its schedule runs this every
+``WADO_RETENTION_INTERVAL_MINUTES``; the rules are in ``core.retention``, the deleting
+in ``resources.retention``.
+"""
+
+from dagster import Failure, OpExecutionContext, Output, job, op
+
+from wado_pipeline.core.contract import RETENTION_JOB
+from wado_pipeline.resources import retention
+from wado_pipeline.resources.ingest import IngestSettings
+from wado_pipeline.resources.kafka import KafkaResource
+
+DAY_S = 86400.0
+
+
+@op
+def prune_runs(context: OpExecutionContext, kafka: KafkaResource, ingest: IngestSettings):
+    """Delete finished runs older than ``WADO_RUN_RETENTION_DAYS``, with their events
+    and check results, and old ticks; bounded per tick (the next tick goes on)."""
+    if ingest.run_retention_days <= 0:
+        raise Failure(description="WADO_RUN_RETENTION_DAYS must be above 0", allow_retries=False)
+    topic = ingest.storage_topic
+    report = retention.prune(
+        context.instance,
+        ingest.run_retention_days * DAY_S,
+        topic,
+        lambda parts: kafka.group_progress(ingest.consumer_group, topic, parts),
+    )
+    if not report.complete:
+        context.log.warning(
+            f"retention stopped at its bound after {report.examined} runs; the next tick goes on"
+        )
+    yield Output(
+        None,
+        metadata={
+            "runs_examined": report.examined,
+            "runs_deleted": report.deleted,
+            "kept_latest_materialization": report.kept_latest,
+            "kept_unresolved_failure": report.kept_unresolved,
+            "complete": report.complete,
+            "seconds": report.seconds,
+        },
+    )
+
+
+@job(
+    name=RETENTION_JOB,
+    description="Delete Dagster runs (events, check results) and ticks older than "
+    "WADO_RUN_RETENTION_DAYS, keeping unresolved failures and each asset's latest "
+    "materialization.",
+)
+def prune_dagster_storage():
+    prune_runs()

@@ -1,0 +1,189 @@
+"""Pruning Dagster's own storage: finished runs past the retention window, with their
+events and check results, and the schedules' and sensors' old ticks.
+
+What may go is decided by ``core.retention``; this reads what it needs from the Dagster
+instance and the consumer group, and deletes in bounded chunks, each its own
+transactions, so the sensor's ticks and the runs keep going meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.scheduler.instigation import TickStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from sqlalchemy import delete, func, select
+
+from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.contract import (
+    RETENTION_JOB,
+    SINK_TAG,
+    VERIFY_JOB,
+    ranges_of_run,
+)
+from wado_pipeline.core.progress import PartitionProgress
+from wado_pipeline.core.retention import FinishedRun, Redone, deletable
+
+FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+# The upkeep jobs' own runs (a verification, a pruning) are kept a day at most: only
+# their latest results matter, and those are protected like any other.
+UPKEEP_JOBS = (VERIFY_JOB, RETENTION_JOB)
+UPKEEP_RETENTION_S = 86400.0
+
+
+@dataclass
+class PruneReport:
+    examined: int = 0
+    deleted: int = 0
+    kept_latest: int = 0
+    kept_unresolved: int = 0
+    ticks_purged_before: float | None = None
+    seconds: float = 0.0
+    complete: bool = True  # False: the tick's bound stopped it; the next tick goes on
+
+
+def protected_runs(instance: DagsterInstance) -> set[str]:
+    """Runs holding any asset's latest materialization or any check's latest result
+    (of every asset and check the storage knows, defined now or not)."""
+    keep: set[str] = set()
+    keys = list(instance.get_asset_keys())
+    for event in instance.get_latest_materialization_events(keys).values():
+        if event is not None:
+            keep.add(event.run_id)
+    storage = instance.event_log_storage
+    if hasattr(storage, "index_connection"):
+        t = AssetCheckExecutionsTable
+        latest = select(func.max(t.c.id)).group_by(t.c.asset_key, t.c.check_name).scalar_subquery()
+        with storage.index_connection() as conn:
+            rows = conn.execute(select(t.c.run_id).where(t.c.id.in_(latest))).all()
+        keep.update(run_id for (run_id,) in rows if run_id)
+    return keep
+
+
+def _finished_run(record, topic: str) -> FinishedRun:
+    run = record.dagster_run
+    ranges = ranges_of_run(run.run_config or {}, run.tags, topic) or []
+    return FinishedRun(
+        run_id=run.run_id,
+        succeeded=run.status == DagsterRunStatus.SUCCESS,
+        ranges=tuple(r for r in ranges if r.topic == topic),
+        sink=run.tags.get(SINK_TAG),
+    )
+
+
+def _rebuilt(instance: DagsterInstance, topic: str, sinks: set[str]) -> dict:
+    """Ranges rebuilt successfully, per sink (only asked for when a failed rebuild run
+    is past the window)."""
+    out: dict[str, list[OffsetRange]] = {}
+    for sink in sinks:
+        runs = instance.get_runs(
+            RunsFilter(statuses=[DagsterRunStatus.SUCCESS], tags={SINK_TAG: sink})
+        )
+        for run in runs:
+            out.setdefault(sink, []).extend(
+                ranges_of_run(run.run_config or {}, run.tags, topic) or []
+            )
+    return out
+
+
+def delete_runs(instance: DagsterInstance, run_ids: list[str]) -> None:
+    """Delete runs with their events (Dagster's ``delete_run``) and their check results,
+    which ``delete_run`` leaves behind in ``asset_check_executions``."""
+    for run_id in run_ids:
+        instance.delete_run(run_id)
+    storage = instance.event_log_storage
+    if hasattr(storage, "index_connection") and run_ids:
+        with storage.index_connection() as conn:
+            conn.execute(
+                delete(AssetCheckExecutionsTable).where(
+                    AssetCheckExecutionsTable.c.run_id.in_(run_ids)
+                )
+            )
+
+
+def purge_ticks(instance: DagsterInstance, before: float) -> None:
+    """Skipped and successful ticks of every schedule and sensor older than ``before``
+    (their runs are gone by then); failed ticks are left to dagster.yaml's retention."""
+    for state in instance.all_instigator_state():
+        instance.purge_ticks(
+            state.instigator_origin_id,
+            state.selector_id,
+            before=before,
+            tick_statuses=[TickStatus.SKIPPED, TickStatus.SUCCESS],
+        )
+
+
+def prune(
+    instance: DagsterInstance,
+    retention_s: float,
+    topic: str,
+    progress_of: Callable[[list[int]], dict[int, PartitionProgress]],
+    max_runs: int = 2000,
+    chunk: int = 100,
+    max_seconds: float = 60.0,
+) -> PruneReport:
+    """One tick of retention: examine finished runs last updated before the window,
+    oldest first, at most ``max_runs`` of them and for at most ``max_seconds``, and
+    delete those the rules allow, ``chunk`` at a time. ``progress_of(partitions)``: the
+    consumer group's progress on ``topic``."""
+    t0 = time.monotonic()
+    now = time.time()
+    report = PruneReport()
+    keep = protected_runs(instance)
+    redone: list[Redone] = []
+
+    def redone_for(failed: list[FinishedRun]) -> Redone:
+        if not redone:  # read once per tick, and only when a failed run is past the window
+            parts = sorted({r.partition for c in failed for r in c.ranges})
+            redone.append(
+                Redone(
+                    progress={(topic, p): pr for p, pr in progress_of(parts).items()},
+                    rebuilt=_rebuilt(instance, topic, {c.sink for c in failed if c.sink}),
+                )
+            )
+        return redone[0]
+
+    def one_pass(before: float, job_name: str | None = None) -> None:
+        filters = RunsFilter(
+            job_name=job_name,
+            statuses=FINISHED,
+            updated_before=datetime.fromtimestamp(before, tz=UTC),
+        )
+        cursor = None
+        while True:
+            if report.examined >= max_runs or time.monotonic() - t0 > max_seconds:
+                report.complete = False
+                return
+            records = instance.get_run_records(
+                filters,
+                limit=min(chunk, max_runs - report.examined),
+                ascending=True,
+                cursor=cursor,
+            )
+            if not records:
+                return
+            cursor = records[-1].dagster_run.run_id
+            report.examined += len(records)
+            candidates = [_finished_run(r, topic) for r in records]
+            failed = [c for c in candidates if not c.succeeded and c.ranges]
+            ids = deletable(candidates, keep, redone_for(failed) if failed else Redone())
+            latest = sum(1 for c in candidates if c.run_id in keep)
+            report.kept_latest += latest
+            report.kept_unresolved += len(candidates) - len(ids) - latest
+            delete_runs(instance, ids)
+            report.deleted += len(ids)
+
+    cutoff = now - retention_s
+    one_pass(cutoff)
+    upkeep_cutoff = now - min(retention_s, UPKEEP_RETENTION_S)
+    if upkeep_cutoff > cutoff:
+        for job_name in UPKEEP_JOBS:
+            one_pass(upkeep_cutoff, job_name)
+    purge_ticks(instance, cutoff)
+    report.ticks_purged_before = cutoff
+    report.seconds = round(time.monotonic() - t0, 2)
+    return report
