@@ -24,6 +24,11 @@ READ_OP = "read_batch"  # the op whose config is the offset range
 
 # Run tags
 PARTITION_TAG = "wado/partition"  # "<topic>-<partition>": one run per partition at a time
+# Which lane of the run queue a run takes (dagster.yaml): "data" (batches and rebuilds,
+# as many as the machine has cores) or "upkeep" (verification and pruning, one beside).
+LANE_TAG = "wado/lane"
+DATA_LANE = {LANE_TAG: "data"}
+UPKEEP_LANE = {LANE_TAG: "upkeep"}
 RANGE_TAG = "wado/offsets"  # "<start>-<end>", end exclusive
 RELAUNCH_TAG = "wado/relaunch"  # n-th relaunch of an unprocessed range by the sensor
 REPLAY_TAG = "wado/replay"  # "manual": launched by `wado-pipeline replay`
@@ -93,6 +98,7 @@ def tags_for(rng: OffsetRange) -> dict[str, str]:
     return {
         PARTITION_TAG: partition_tag(rng.topic, rng.partition),
         RANGE_TAG: f"{rng.start}-{rng.end}",
+        **DATA_LANE,
     }
 
 

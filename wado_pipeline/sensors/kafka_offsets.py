@@ -45,6 +45,7 @@ from wado_pipeline.core.batching import (
     track_holes,
 )
 from wado_pipeline.core.contract import (
+    DATA_LANE,
     LOST_CHECK,
     PARTITION_TAG,
     PENDING_TAG,
@@ -132,6 +133,7 @@ def rebuild_requests(instance, cursor: Cursor, topic: str, cap: int, keys_of) ->
                             SINK_TAG: sink,
                             REBUILD_PARTITION_TAG: str(part.partition),
                             RANGE_TAG: f"{part.start}-{part.end}",
+                            **DATA_LANE,
                         },
                     )
                 )

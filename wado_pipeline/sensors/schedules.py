@@ -12,7 +12,7 @@ from dagster import (
     schedule,
 )
 
-from wado_pipeline.core.contract import RETENTION_SCHEDULE, VERIFY_SCHEDULE
+from wado_pipeline.core.contract import RETENTION_SCHEDULE, UPKEEP_LANE, VERIFY_SCHEDULE
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.run_history import IN_FLIGHT, ranges_to_verify, verified_through
 
@@ -35,7 +35,7 @@ def build_verify_schedule(job: JobDefinition):
         )
         if not runs:
             return SkipReason("no batch landed since the last verification")
-        return RunRequest()
+        return RunRequest(tags=UPKEEP_LANE)
 
     return verify_batches_schedule
 
@@ -55,6 +55,6 @@ def build_retention_schedule(job: JobDefinition, interval_minutes: int):
     def prune_dagster_storage_schedule(context: ScheduleEvaluationContext):
         if context.instance.get_runs_count(RunsFilter(job_name=job.name, statuses=IN_FLIGHT)):
             return SkipReason("the previous pruning is still in flight")
-        return RunRequest()
+        return RunRequest(tags=UPKEEP_LANE)
 
     return prune_dagster_storage_schedule
