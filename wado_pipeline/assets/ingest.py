@@ -25,7 +25,6 @@ from wado_pipeline.assets.ops import (
     read_batch,
     write_doris,
     write_postgres,
-    write_rejects,
 )
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.contract import GRAPH_NAME
@@ -79,19 +78,13 @@ def build_ingest_assets(settings: Settings):
         # PostgreSQL first: rows are visible to users once it is written; the topics and
         # Doris follow (each independent of it in a subset: Dagster drops the ordering
         # when write_postgres is not selected).
-        pg = write_postgres(batch)
-        state, image = publish_records(batch, after=list(pg))
+        *pg, errors = write_postgres(batch)
+        state, image, dlq = publish_records(batch, after=pg)
         # Routine Load: Doris loads itself from the topics, so the run awaits the keys
         # there after publishing; otherwise the Doris write does not wait for Kafka.
-        dr = write_doris(batch, after=[state, image] if routine_load else list(pg))
-        dlq, errors = write_rejects(batch)
-        committed = commit_offsets(
-            batch,
-            published=[state, image],
-            postgres=list(pg),
-            doris=list(dr),
-            rejects=[dlq, errors],
-        )
+        dr = write_doris(batch, after=[state, image] if routine_load else pg)
+        # dlq and errors materialize only in a batch with rejects: nothing waits on them.
+        committed = commit_offsets(batch, published=[state, image], postgres=pg, doris=list(dr))
         result = {
             "state_topic": state,
             "image_topic": image,

@@ -1,13 +1,16 @@
 """The ops of one batch: each calls its step (``steps``) and reports to Dagster.
 
-    read_batch ─┬─► write_postgres ──► postgres/dicom_*_meta (first: rows visible soonest)
-                │     ├─► publish_records ─► kafka/<state>, kafka/<image>
-                │     └─► write_doris ─────► doris/dicom_*_meta (routine_load: after publish)
-                ├─► write_rejects ───► kafka/<dlq>, postgres/dicom_ingest_error
-                └─► commit_offsets (after all of the above)
+    read_batch ──► write_postgres ──► postgres/dicom_*_meta (first: rows visible soonest),
+                     │                postgres/dicom_ingest_error (rejects, if any)
+                     ├─► publish_records ─► kafka/<state>, kafka/<image>, kafka/<dlq> (if any)
+                     └─► write_doris ─────► doris/dicom_*_meta (routine_load: after publish)
+                           └─► commit_offsets (after all of the above)
 
-Each write is its own op, so "re-execute from failure" in the UI redoes only the
-write that failed; ``read_batch``'s output is kept by the IO manager for that.
+Each system is written by its own op, so "re-execute from failure" in the UI redoes only
+the writes that failed; ``read_batch``'s output is kept by the IO manager for that. The
+rejects go with the system they land in (no op of their own: every op is stored events
+in every run, README "Sizing"), and their assets materialize only in a batch that had
+rejects.
 """
 
 import resource
@@ -204,12 +207,20 @@ def read_batch(
     return batch
 
 
-@op(ins={"after": In(Nothing)}, out={"state": Out(Nothing), "image": Out(Nothing)})
+@op(
+    ins={"after": In(Nothing)},
+    out={
+        "state": Out(Nothing),
+        "image": Out(Nothing),
+        "dlq": Out(Nothing, is_required=False),
+    },
+)
 def publish_records(
     context: OpExecutionContext, batch: Batch, kafka: KafkaResource, ingest: IngestSettings
 ):
     """State records (keyed by series) and image records (keyed by SOP instance), to the
-    topics whose assets the run selected."""
+    topics whose assets the run selected; rejected messages to the dead-letter topic
+    (reason, source partition and offset in headers; cut to fit a site's topic)."""
     selected = context.selected_output_names
     t0 = time.perf_counter()
     n_state, n_image = steps.publish(
@@ -224,6 +235,23 @@ def publish_records(
         if name in selected:
             meta = {"offset_range": span, "messages": n, "publish_s": elapsed}
             yield Output(None, name, metadata=meta)
+    if "dlq" in selected and batch.grouped.rejections:
+        masked = ingest.dead_letter_payload == "masked"
+        n, cut = steps.publish_dead_letters(
+            kafka, batch, ingest.dlq_topic, context.run_id, mask=masked
+        )
+        if cut:
+            context.log.warning(f"{cut} dead letter(s) cut to fit {ingest.dlq_topic}")
+        meta = {**_rejects_metadata(batch), "dead_letters": n, "dead_letters_cut": cut}
+        yield Output(None, "dlq", metadata=meta)
+
+
+def _rejects_metadata(batch: Batch) -> dict:
+    g = batch.grouped
+    return {
+        "rejected": len(g.rejections),
+        "rejects_by_reason": MetadataValue.json(g.rejects_by_reason()),
+    }
 
 
 def _check(backend: SqlBackend) -> None:
@@ -235,15 +263,20 @@ def _check(backend: SqlBackend) -> None:
 
 
 def _write_tables(
-    context: OpExecutionContext, batch: Batch, backend: SqlBackend, with_preview: bool = False
+    context: OpExecutionContext,
+    batch: Batch,
+    backend: SqlBackend,
+    with_preview: bool = False,
+    extra: dict | None = None,
 ):
     """Write the tables whose assets the run selected (all of them in the sensor's runs;
-    one or a few when a data team rebuilds a sink from the UI)."""
+    one or a few when a data team rebuilds a sink from the UI), and ``extra`` rows
+    (table name -> rows) in the same transaction."""
     selected = context.selected_output_names
     t0 = time.perf_counter()
     _check(backend)
     rows = {name: r for name, r in batch.table_rows().items() if name in selected}
-    counts = backend.write_batch(rows, batch.label_range)
+    counts = backend.write_batch({**rows, **(extra or {})}, batch.label_range)
     elapsed = round(time.perf_counter() - t0, 4)
     for t in S.PIPELINE_TABLES:
         if t.name in selected:
@@ -251,10 +284,15 @@ def _write_tables(
             yield Output(None, t.name, metadata={**meta, **backend.write_metadata(t.name)})
 
 
-@op(out=TABLE_OUTS)
+@op(out={**TABLE_OUTS, "errors": Out(Nothing, is_required=False)})
 def write_postgres(context: OpExecutionContext, batch: Batch, postgres: PostgresResource):
-    """Upsert the three index tables in one PostgreSQL transaction."""
-    yield from _write_tables(context, batch, postgres, with_preview=True)
+    """Upsert the three index tables, and the batch's rejected messages into
+    ``dicom_ingest_error`` (each with its full original value), in one transaction."""
+    errors = "errors" in context.selected_output_names and bool(batch.grouped.rejections)
+    extra = {S.INGEST_ERROR.name: steps.error_rows(batch, context.run_id)} if errors else None
+    yield from _write_tables(context, batch, postgres, with_preview=True, extra=extra)
+    if errors:
+        yield Output(None, "errors", metadata=_rejects_metadata(batch))
 
 
 @op(ins={"after": In(Nothing)}, out=TABLE_OUTS)
@@ -265,46 +303,11 @@ def write_doris(context: OpExecutionContext, batch: Batch, doris: DorisBackend):
     yield from _write_tables(context, batch, doris)
 
 
-@op(out={"dlq": Out(Nothing), "errors": Out(Nothing)})
-def write_rejects(
-    context: OpExecutionContext,
-    batch: Batch,
-    kafka: KafkaResource,
-    postgres: PostgresResource,
-    ingest: IngestSettings,
-):
-    """Rejected messages: the original value to the dead-letter topic (reason, source
-    partition and offset in headers) and a row in ``dicom_ingest_error`` that keeps the
-    full original value, even when the dead letter had to be cut to fit its topic."""
-    selected = context.selected_output_names
-    if batch.grouped.rejections and "errors" in selected:
-        _check(postgres)
-    n, cut = steps.write_rejects(
-        kafka,
-        postgres,
-        batch,
-        ingest.dlq_topic if "dlq" in selected else None,
-        context.run_id,
-        mask=ingest.dead_letter_payload == "masked",
-        error_table="errors" in selected,
-    )
-    if cut:
-        context.log.warning(f"{cut} dead letter(s) cut to fit {ingest.dlq_topic}")
-    meta = {"rejected": len(batch.grouped.rejections)}
-    if batch.grouped.rejections:
-        meta["rejects_by_reason"] = MetadataValue.json(batch.grouped.rejects_by_reason())
-    if "dlq" in selected:
-        yield Output(None, "dlq", metadata={**meta, "dead_letters": n, "dead_letters_cut": cut})
-    if "errors" in selected:
-        yield Output(None, "errors", metadata=meta)
-
-
 @op(
     ins={
         "published": In(Nothing),
         "postgres": In(Nothing),
         "doris": In(Nothing),
-        "rejects": In(Nothing),
     },
     out=Out(Nothing),
 )

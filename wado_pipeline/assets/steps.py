@@ -17,7 +17,6 @@ from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.core.wire import encode_row, image_key, state_key
 from wado_pipeline.resources.kafka import KafkaResource, OutgoingMessage
-from wado_pipeline.resources.postgres import PostgresResource
 
 
 class CountsDoNotReconcile(Exception):
@@ -114,32 +113,25 @@ def publish(
     return n_state, n_image
 
 
-def write_rejects(
-    kafka: KafkaResource,
-    postgres: PostgresResource,
-    batch: Batch,
-    dlq_topic: str | None,
-    run_id: str,
-    mask: bool = False,
-    error_table: bool = True,
+def publish_dead_letters(
+    kafka: KafkaResource, batch: Batch, dlq_topic: str, run_id: str, mask: bool = False
 ) -> tuple[int, int]:
-    """Rejected messages to the dead-letter topic (cut to fit where a site's topic is too
-    small; identifying fields masked with ``mask``) and to ``dicom_ingest_error`` with
-    the full original value. ``dlq_topic`` None or ``error_table`` False leave that sink
-    out (a run that rebuilds other sinks). Returns (dead letters, dead letters cut)."""
-    g = batch.grouped
+    """Rejected messages to the dead-letter topic, cut to fit where a site's topic is too
+    small, identifying fields masked with ``mask``. Returns (dead letters, cut)."""
     topic = batch.ranges[0].topic if batch.ranges else ""
-    n = cut = 0
-    if dlq_topic is not None:
-        letters = [dead_letter(r, topic, run_id) for r in g.rejections]
-        if mask:
-            letters = [masked(d) for d in letters]
-        n, cut = kafka.publish_dead_letters(dlq_topic, letters)
-    if not error_table:
-        return n, cut
+    letters = [dead_letter(r, topic, run_id) for r in batch.grouped.rejections]
+    if mask:
+        letters = [masked(d) for d in letters]
+    return kafka.publish_dead_letters(dlq_topic, letters)
+
+
+def error_rows(batch: Batch, run_id: str) -> list[dict]:
+    """``dicom_ingest_error`` rows of the batch's rejected messages, each with the full
+    original value (even when its dead letter had to be cut)."""
+    topic = batch.ranges[0].topic if batch.ranges else ""
     now = datetime.now().replace(tzinfo=None)
     rows = []
-    for r in g.rejections:
+    for r in batch.grouped.rejections:
         payload, encoding = payload_for_table(r.payload)
         rows.append(
             {
@@ -155,9 +147,7 @@ def write_rejects(
                 "created_time": now,
             }
         )
-    if rows:
-        postgres.write_batch({S.INGEST_ERROR.name: rows})
-    return n, cut
+    return rows
 
 
 def commit(kafka: KafkaResource, consumer_group: str, rng: OffsetRange) -> PartitionProgress:

@@ -31,6 +31,7 @@ from kafka import KafkaProducer
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.assets import steps
+from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
 from wado_pipeline.core.parallel import shutdown_pool
 from wado_pipeline.definitions import build_resources
@@ -96,7 +97,7 @@ def core_loop(s: Settings, n: int) -> dict:
     pg.create_tables()  # as the tables' owner would, with init-db
     doris.create_tables()
     stages = dict.fromkeys(
-        ("read_s", "parse_s", "publish_s", "postgres_s", "doris_s", "rejects_s"), 0.0
+        ("read_s", "parse_s", "publish_s", "postgres_s", "doris_s"), 0.0
     )
     batches = 0
     t0 = time.perf_counter()
@@ -112,14 +113,14 @@ def core_loop(s: Settings, n: int) -> dict:
             steps.publish(kafka, batch, s.state_topic, s.image_topic)
             stages["publish_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            pg.write_batch(batch.table_rows(), rng)
+            errors = {S.INGEST_ERROR.name: steps.error_rows(batch, "core-loop")}
+            pg.write_batch({**batch.table_rows(), **errors}, rng)
             stages["postgres_s"] += time.perf_counter() - t
             t = time.perf_counter()
             doris.write_batch(batch.table_rows(), rng)
             stages["doris_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            steps.write_rejects(kafka, pg, batch, s.dlq_topic, "core-loop")
-            stages["rejects_s"] += time.perf_counter() - t
+            if batch.grouped.rejections:
+                steps.publish_dead_letters(kafka, batch, s.dlq_topic, "core-loop")
             steps.commit(kafka, s.consumer_group, rng)
             batches += 1
     elapsed = time.perf_counter() - t0

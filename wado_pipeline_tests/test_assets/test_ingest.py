@@ -330,3 +330,15 @@ def test_each_verification_covers_the_runs_since_the_last(settings, produce, sto
         assert run_range(settings, instance, 0, 12, 20).success
         assert image_check(verify(settings, instance)) == (True, 1, 8)  # only the new run
         assert image_check(verify(settings, instance)) == (True, 0, 0)  # nothing new
+
+
+def test_reject_sinks_materialize_only_in_a_batch_with_rejects(settings, produce, storage_root):
+    produce(encode(synthetic_messages(storage_root, 5)), partition=0)
+    with instance_for_test() as instance:
+        result = run_range(settings, instance, 0, 0, 5)
+    assert result.success
+    mats = {tuple(e.asset_key.path) for e in result.get_asset_materialization_events()}
+    assert ("kafka", settings.dlq_topic) not in mats
+    assert ("postgres", "dicom_ingest_error") not in mats
+    assert len(mats) == 9  # 3 + 3 tables, 2 topics, group offsets
+    assert consume_all(settings.kafka_bootstrap, settings.dlq_topic) == []

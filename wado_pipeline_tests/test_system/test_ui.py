@@ -7,6 +7,8 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,10 +35,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def dagster_dev(settings, dagster_home):
-    """`dagster dev` (webserver, daemon, code server) for this test; stopped like Ctrl-C."""
-    home, storage_url = dagster_home
+@contextmanager
+def running_dagster_dev(
+    settings, home: Path, storage_url: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`dagster dev` (webserver, daemon, code server) for ``settings``; yields its URL
+    and process (the leader of its process group) and stops it like Ctrl-C, waiting for
+    every process it started to exit."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
@@ -47,15 +52,22 @@ def dagster_dev(settings, dagster_home):
             return False
 
     command = ["dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]
-    with dagster_process(command, settings, home, storage_url, stop_signal=signal.SIGINT):
+    with dagster_process(command, settings, home, storage_url, stop_signal=signal.SIGINT) as proc:
         wait_until(up, 120, "the Dagster webserver", interval=1)
-        yield url
+        yield url, proc
     wait_until(
         lambda: not processes_mentioning(str(home)),
         60,
         "dagster dev's processes to exit",
         interval=2,
     )
+
+
+@pytest.fixture
+def dagster_dev(settings, dagster_home):
+    """`dagster dev` for this test's settings and storage."""
+    with running_dagster_dev(settings, *dagster_home) as (url, _):
+        yield url
 
 
 def gql(url: str, query: str, **variables) -> dict:
