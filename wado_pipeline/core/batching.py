@@ -6,8 +6,11 @@ Pure logic, used by the Kafka sensor. A partition is due when it has at least
 (50, 200, 800, … up to ``max_batch_messages``): the first messages of a backlog still
 leave in a small, quick batch, and Dagster's per-run cost (a process start and a few
 seconds of CPU) is soon amortised over large batches, so the pipeline catches up.
-When a partition catches up, the size resets. At most ``max_inflight`` runs per
-partition are queued or running, so the run queue never grows without bound.
+While a partition has a run queued or running, its next run waits for a grown batch
+(steady heavy traffic then makes fewer, larger runs instead of a queue of 50-message
+ones); a remainder below ``batch_messages`` still leaves at its wait. When a tick finds
+a partition caught up, the size resets. At most ``max_inflight`` runs per partition are
+queued or running, so the run queue never grows without bound.
 """
 
 from __future__ import annotations
@@ -222,26 +225,33 @@ def plan_batches(
             state.last_size = 0
             continue
         allowed = policy.max_inflight - inflight.get(p, 0)
+        busy = inflight.get(p, 0) > 0
         aged = (
             state.oldest_ts is not None
             and state.ts_offset == state.next
             and now_ms - state.oldest_ts + policy.tick_seconds * 1000 >= policy.wait_seconds * 1000
         )
         while allowed > 0 and pending > 0:
-            if pending >= policy.batch_messages:
+            if busy and pending >= policy.batch_messages:
+                # A run of this partition is queued or running: the next one waits for a
+                # grown batch, so under load runs get fewer and larger instead of piling
+                # up 50 at a time behind each other (each run costs seconds of its own).
+                size = next_batch_size(policy.max_batch_messages, state.last_size, policy)
+                if pending < size:
+                    break
+            elif pending >= policy.batch_messages:
                 size = next_batch_size(pending, state.last_size, policy)
             elif aged:
-                size = pending
+                size = pending  # the idle bound: a small remainder never waits longer
             else:
                 break
             plan.ranges.append(OffsetRange(cursor.topic, p, state.next, state.next + size))
             state.next += size
             pending -= size
             allowed -= 1
+            busy = True
             aged = False  # the new oldest message's age is unknown until next tick
-            state.last_size = size if size >= policy.batch_messages else 0
-        if pending == 0:
-            state.last_size = 0
+            state.last_size = max(size, state.last_size) if size >= policy.batch_messages else 0
     return plan
 
 

@@ -158,3 +158,37 @@ def test_merge_ranges_joins_overlapping_and_adjacent_ranges_per_partition():
     given += [r("t", 0, 0, 3), r("t", 1, 30, 30), r("u", 1, 0, 4)]
     merged = merge_ranges(given)
     assert merged == [r("t", 0, 0, 3), r("t", 0, 5, 9), r("t", 1, 0, 25), r("u", 1, 0, 4)]
+
+
+def test_a_busy_partition_waits_for_a_grown_batch():
+    # a 50-message run is in flight: 199 pending wait, 200 make one run of 200
+    c = cursor_at(0, last_size=50)
+    assert plan_batches(c, {0: (0, 199)}, NOW, POLICY, {0: 1}).ranges == []
+    (r,) = plan_batches(c, {0: (0, 260)}, NOW, POLICY, {0: 1}).ranges
+    assert (r.start, r.end) == (0, 200)
+    # once nothing is in flight, it takes what is pending (up to four times the last)
+    (r,) = plan_batches(c, {0: (0, 260)}, NOW, POLICY, {0: 0}).ranges
+    assert (r.start, r.end) == (200, 260)
+
+
+def test_a_small_aged_remainder_leaves_even_when_busy():
+    c = cursor_at(0, last_size=800, oldest_ts=NOW - 5000, ts_offset=0)
+    (r,) = plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}).ranges
+    assert (r.start, r.end) == (0, 30)
+
+
+def test_steady_heavy_traffic_makes_fewer_larger_runs():
+    """167 messages per tick (100 msg/s over three partitions), each run in flight for
+    two ticks: one run per two ticks after the ramp, not a 50-message run after another
+    (the first rule alone would request one per 50 messages: 100 runs)."""
+    c = cursor_at(0)
+    end, queued, sizes = 0, [], []
+    for _ in range(30):
+        end += 167
+        queued = [(r, age + 1) for r, age in queued if age + 1 < 2]  # done after 2 ticks
+        plan = plan_batches(c, {0: (0, end)}, NOW, POLICY, {0: len(queued)})
+        queued += [(r, 0) for r in plan.ranges]
+        sizes += [r.size for r in plan.ranges]
+    assert sizes[:2] == [50, 200]  # the first messages still leave in a small batch
+    assert len(sizes) <= 16 and min(sizes[2:]) > 200
+    assert end - sum(sizes) <= 2 * 167  # nothing left behind but the last ticks' arrivals
