@@ -96,9 +96,7 @@ def core_loop(s: Settings, n: int) -> dict:
     ingest = resources["ingest"]
     pg.create_tables()  # as the tables' owner would, with init-db
     doris.create_tables()
-    stages = dict.fromkeys(
-        ("read_s", "parse_s", "publish_s", "postgres_s", "doris_s"), 0.0
-    )
+    stages = dict.fromkeys(("read_s", "parse_s", "publish_s", "postgres_s", "doris_s"), 0.0)
     batches = 0
     t0 = time.perf_counter()
     for o in kafka.partition_offsets(s.storage_topic):

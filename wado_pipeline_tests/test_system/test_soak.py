@@ -68,11 +68,11 @@ def _processes(pgid: int) -> dict[str, int]:
             continue
         if "execute_run" in cmd or "execute_step" in cmd:
             continue  # a run worker: short-lived by design
-        if "dagster-daemon" in cmd or "dagster_daemon" in cmd:
+        if "dagster._daemon" in cmd or "dagster-daemon" in cmd:
             role = "daemon"
         elif "webserver" in cmd:
             role = "webserver"
-        elif "code-server" in cmd or "api grpc" in cmd or "grpc" in cmd:
+        elif "code-server" in cmd or "api grpc" in cmd:
             role = "code_server"
         else:
             continue
@@ -143,7 +143,16 @@ def test_storage_memory_and_cursor_plateau_under_steady_traffic(
             for r in instance.get_run_records()
             if time.time() - r.update_timestamp.timestamp() > WINDOW_S + 150
         ]
+    with engine.connect() as conn:
+        tables = conn.execute(
+            text(
+                "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+                "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace "
+                "ORDER BY 2 DESC LIMIT 8"
+            )
+        ).all()
     engine.dispose()
+    print("largest tables at the end:", ", ".join(f"{t} {n // 1024} KiB" for t, n in tables))
 
     # ---- figures
     print("\nsoak samples (t s, storage KiB, cursor B, RSS MiB daemon/code server/webserver):")
