@@ -210,6 +210,16 @@ def run_stats(home: Path, storage: str, group_name: str) -> dict:
         }
 
 
+def first_run_created(home: Path, storage: str) -> float | None:
+    """When the first run was requested (epoch s), from Dagster's run records."""
+    os.environ["DAGSTER_POSTGRES_URL"] = storage
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_run_records(limit=1, ascending=True)
+        return records[0].create_timestamp.timestamp() if records else None
+
+
 def settle_runs(home: Path, storage: str, timeout: float = 120) -> None:
     """Until no run is queued or in progress (their last events are then stored)."""
     os.environ["DAGSTER_POSTGRES_URL"] = storage
@@ -279,9 +289,14 @@ def backlog(n: int, max_batch: int) -> dict:
             with dagster_daemon(b, Path(tmp)) as (home, storage):
                 t0 = time.perf_counter()
                 t1 = wait_for_rows(b, sop_count, timeout=max(600, n / 5))
-                time.sleep(3)  # let the last runs record their final events
+                done_at = time.time() - (time.perf_counter() - t1)
+                settle_runs(home, storage)
                 stats = run_stats(home, storage, b.consumer_group)
+                first = first_run_created(home, storage)
     dagster_rate = n / (t1 - t0)
+    # The daemon's start-up (loading the code location, its first tick) is paid once per
+    # deployment, not per backlog: the rate from the first run's request shows the rest.
+    running_rate = n / (done_at - first) if first else None
     return {
         "mode": "backlog",
         "n": n,
@@ -290,6 +305,10 @@ def backlog(n: int, max_batch: int) -> dict:
         "dagster_msgs_per_s": round(dagster_rate, 1),
         "dagster_seconds": round(t1 - t0, 2),
         "ratio": round(dagster_rate / core["core_msgs_per_s"], 3),
+        "dagster_msgs_per_s_from_first_run": round(running_rate, 1) if running_rate else None,
+        "ratio_from_first_run": round(running_rate / core["core_msgs_per_s"], 3)
+        if running_rate
+        else None,
         **stats,
         "machine_cores": os.cpu_count(),
     }
