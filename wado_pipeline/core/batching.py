@@ -225,6 +225,8 @@ def plan_batches(
             state.last_size = 0
             continue
         allowed = policy.max_inflight - inflight.get(p, 0)
+        # Busy: runs of earlier ticks are queued or running (this tick's own requests
+        # do not count: a backlog's first tick still ramps 50, 200, 800).
         busy = inflight.get(p, 0) > 0
         aged = (
             state.oldest_ts is not None
@@ -249,7 +251,6 @@ def plan_batches(
             state.next += size
             pending -= size
             allowed -= 1
-            busy = True
             aged = False  # the new oldest message's age is unknown until next tick
             state.last_size = max(size, state.last_size) if size >= policy.batch_messages else 0
     return plan

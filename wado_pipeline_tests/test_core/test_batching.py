@@ -179,8 +179,8 @@ def test_a_small_aged_remainder_leaves_even_when_busy():
 
 def test_steady_heavy_traffic_makes_fewer_larger_runs():
     """167 messages per tick (100 msg/s over three partitions), each run in flight for
-    two ticks: one run per two ticks after the ramp, not a 50-message run after another
-    (the first rule alone would request one per 50 messages: 100 runs)."""
+    two ticks: one run per two ticks after the first, not two runs every tick (50 and
+    the rest, as the policy before did: 60 runs)."""
     c = cursor_at(0)
     end, queued, sizes = 0, [], []
     for _ in range(30):
@@ -189,6 +189,6 @@ def test_steady_heavy_traffic_makes_fewer_larger_runs():
         plan = plan_batches(c, {0: (0, end)}, NOW, POLICY, {0: len(queued)})
         queued += [(r, 0) for r in plan.ranges]
         sizes += [r.size for r in plan.ranges]
-    assert sizes[:2] == [50, 200]  # the first messages still leave in a small batch
+    assert sizes[:2] == [50, 117]  # the first tick ramps as for any backlog
     assert len(sizes) <= 16 and min(sizes[2:]) > 200
     assert end - sum(sizes) <= 2 * 167  # nothing left behind but the last ticks' arrivals
