@@ -6,7 +6,7 @@ Pure logic, used by the Kafka sensor. A partition is due when it has at least
 (50, 200, 800, … up to ``max_batch_messages``): the first messages of a backlog still
 leave in a small, quick batch, and Dagster's per-run cost (a process start and a few
 seconds of CPU) is soon amortised over large batches, so the pipeline catches up.
-While a partition has a run queued or running, its next run waits for a grown batch
+While a partition has a run waiting in the queue, its next run waits for a grown batch
 (steady heavy traffic then makes fewer, larger runs instead of a queue of 50-message
 ones); a remainder below ``batch_messages`` still leaves at its wait. When a tick finds
 a partition caught up, the size resets. At most ``max_inflight`` runs per partition are
@@ -205,15 +205,19 @@ def plan_batches(
     now_ms: int,
     policy: BatchPolicy,
     inflight: dict[int, int] | None = None,
+    waiting: dict[int, int] | None = None,
 ) -> Plan:
     """Decide the runs to request and advance ``cursor`` in place.
 
     ``offsets`` maps partition -> (beginning, end). Every partition must already
     be in the cursor (the sensor seeds new ones). Timestamps for the time trigger
     come from ``cursor.partitions[p].oldest_ts`` (for offset ``ts_offset``).
+    ``inflight``: runs per partition queued or running (bounded by ``max_inflight``);
+    ``waiting``: those of them still waiting in the queue, not started.
     """
     plan = Plan()
     inflight = inflight or {}
+    waiting = waiting or {}
     for p, (begin, end) in sorted(offsets.items()):
         state = cursor.partitions[p]
         if state.next < begin:
@@ -225,9 +229,11 @@ def plan_batches(
             state.last_size = 0
             continue
         allowed = policy.max_inflight - inflight.get(p, 0)
-        # Busy: runs of earlier ticks are queued or running (this tick's own requests
-        # do not count: a backlog's first tick still ramps 50, 200, 800).
-        busy = inflight.get(p, 0) > 0
+        # Busy: a run of an earlier tick is still waiting in the queue, not started (a
+        # running one does not count: at moderate traffic the next batch queues behind it
+        # and starts as it ends; nor do this tick's requests: a backlog's first tick still
+        # ramps 50, 200, 800).
+        busy = waiting.get(p, 0) > 0
         aged = (
             state.oldest_ts is not None
             and state.ts_offset == state.next
@@ -235,7 +241,7 @@ def plan_batches(
         )
         while allowed > 0 and pending > 0:
             if busy and pending >= policy.batch_messages:
-                # A run of this partition is queued or running: the next one waits for a
+                # A run of this partition waits in the queue: the next one waits for a
                 # grown batch, so under load runs get fewer and larger instead of piling
                 # up 50 at a time behind each other (each run costs seconds of its own).
                 size = next_batch_size(policy.max_batch_messages, state.last_size, policy)

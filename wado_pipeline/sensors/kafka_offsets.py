@@ -23,6 +23,7 @@ import time
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
+    DagsterRunStatus,
     DefaultSensorStatus,
     JobDefinition,
     RunRequest,
@@ -76,6 +77,8 @@ from wado_pipeline.resources.run_history import (
     launched_without_range,
     recent_rebuild_plans,
 )
+
+NOT_STARTED = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)
 
 
 class KafkaUnavailable(Exception):
@@ -231,10 +234,12 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
         # Holes: handed to runs, not processed, nothing in flight. Relaunch when due.
         requests: list[RunRequest] = []
         inflight: dict[int, int] = {}
+        waiting: dict[int, int] = {}
         for o in offsets:
             p, state = o.partition, cursor.partitions[o.partition]
             mine = [r for r in inflight_runs if r.tags.get(PARTITION_TAG) == ptag(p)]
             inflight[p] = len(mine)
+            waiting[p] = sum(1 for r in mine if r.status in NOT_STARTED)
             done = progress.get(p, PartitionProgress(o.beginning))
             gaps = done.unprocessed(upto=state.next)
             covered = [rng for rng in (range_from_tags(r.tags) for r in mine) if rng is not None]
@@ -256,6 +261,7 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
             now_ms,
             policy,
             inflight,
+            waiting,
         )
         requests.extend(run_request_for(r) for r in plan.ranges)
         requests.extend(

@@ -160,33 +160,41 @@ def test_merge_ranges_joins_overlapping_and_adjacent_ranges_per_partition():
     assert merged == [r("t", 0, 0, 3), r("t", 0, 5, 9), r("t", 1, 0, 25), r("u", 1, 0, 4)]
 
 
-def test_a_busy_partition_waits_for_a_grown_batch():
-    # a 50-message run is in flight: 199 pending wait, 200 make one run of 200
+def test_a_partition_with_a_queued_run_waits_for_a_grown_batch():
+    # a 50-message run waits in the queue: 199 pending wait, 200 make one run of 200
     c = cursor_at(0, last_size=50)
-    assert plan_batches(c, {0: (0, 199)}, NOW, POLICY, {0: 1}).ranges == []
-    (r,) = plan_batches(c, {0: (0, 260)}, NOW, POLICY, {0: 1}).ranges
+    assert plan_batches(c, {0: (0, 199)}, NOW, POLICY, {0: 1}, {0: 1}).ranges == []
+    (r,) = plan_batches(c, {0: (0, 260)}, NOW, POLICY, {0: 1}, {0: 1}).ranges
     assert (r.start, r.end) == (0, 200)
-    # once nothing is in flight, it takes what is pending (up to four times the last)
-    (r,) = plan_batches(c, {0: (0, 260)}, NOW, POLICY, {0: 0}).ranges
+    # once the queued run has started, what is pending goes (up to four times the last)
+    (r,) = plan_batches(c, {0: (0, 260)}, NOW, POLICY, {0: 2}, {0: 0}).ranges
     assert (r.start, r.end) == (200, 260)
+
+
+def test_a_running_run_does_not_hold_the_next_batch():
+    c = cursor_at(0, last_size=50)
+    (r,) = plan_batches(c, {0: (0, 50)}, NOW, POLICY, {0: 1}, {0: 0}).ranges
+    assert (r.start, r.end) == (0, 50)
 
 
 def test_a_small_aged_remainder_leaves_even_when_busy():
     c = cursor_at(0, last_size=800, oldest_ts=NOW - 5000, ts_offset=0)
-    (r,) = plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}).ranges
+    (r,) = plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}, {0: 1}).ranges
     assert (r.start, r.end) == (0, 30)
 
 
 def test_steady_heavy_traffic_makes_fewer_larger_runs():
-    """167 messages per tick (100 msg/s over three partitions), each run in flight for
-    two ticks: one run per two ticks after the first, not two runs every tick (50 and
-    the rest, as the policy before did: 60 runs)."""
+    """167 messages per tick (100 msg/s over three partitions), each run waiting in the
+    queue for one tick and running the next: one run per two ticks after the first, not
+    two runs every tick (50 and the rest, as the policy before did: 60 runs)."""
     c = cursor_at(0)
     end, queued, sizes = 0, [], []
     for _ in range(30):
         end += 167
-        queued = [(r, age + 1) for r, age in queued if age + 1 < 2]  # done after 2 ticks
-        plan = plan_batches(c, {0: (0, end)}, NOW, POLICY, {0: len(queued)})
+        # a run waits in the queue at the next tick, runs at the one after, then is done
+        queued = [(r, age + 1) for r, age in queued if age + 1 < 3]
+        waiting = sum(1 for _, age in queued if age == 1)
+        plan = plan_batches(c, {0: (0, end)}, NOW, POLICY, {0: len(queued)}, {0: waiting})
         queued += [(r, 0) for r in plan.ranges]
         sizes += [r.size for r in plan.ranges]
     assert sizes[:2] == [50, 117]  # the first tick ramps as for any backlog
