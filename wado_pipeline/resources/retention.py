@@ -134,18 +134,21 @@ def prune(
     now = time.time()
     report = PruneReport()
     keep = protected_runs(instance)
-    redone: list[Redone] = []
+    redone = Redone()
+    asked: set[int] = set()  # partitions whose progress was read (committed or not)
 
     def redone_for(failed: list[FinishedRun]) -> Redone:
-        if not redone:  # read once per tick, and only when a failed run is past the window
-            parts = sorted({r.partition for c in failed for r in c.ranges})
-            redone.append(
-                Redone(
-                    progress={(topic, p): pr for p, pr in progress_of(parts).items()},
-                    rebuilt=_rebuilt(instance, topic, {c.sink for c in failed if c.sink}),
-                )
-            )
-        return redone[0]
+        """Progress and rebuilds for the failed runs' partitions and sinks, each read
+        once per tick and only when a failed run is past the window."""
+        parts = {r.partition for c in failed for r in c.ranges} - {p for _, p in redone.progress}
+        if parts:
+            found = progress_of(sorted(parts))
+            redone.progress.update({(topic, p): pr for p, pr in found.items()})
+        sinks = {c.sink for c in failed if c.sink} - set(redone.rebuilt)
+        if sinks:
+            rebuilt = _rebuilt(instance, topic, sinks)
+            redone.rebuilt.update({sink: rebuilt.get(sink, []) for sink in sinks})
+        return redone
 
     def one_pass(before: float, job_name: str | None = None) -> None:
         filters = RunsFilter(
