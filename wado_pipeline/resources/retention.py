@@ -140,8 +140,9 @@ def prune(
     def redone_for(failed: list[FinishedRun]) -> Redone:
         """Progress and rebuilds for the failed runs' partitions and sinks, each read
         once per tick and only when a failed run is past the window."""
-        parts = {r.partition for c in failed for r in c.ranges} - {p for _, p in redone.progress}
+        parts = {r.partition for c in failed for r in c.ranges} - asked
         if parts:
+            asked.update(parts)
             found = progress_of(sorted(parts))
             redone.progress.update({(topic, p): pr for p, pr in found.items()})
         sinks = {c.sink for c in failed if c.sink} - set(redone.rebuilt)
