@@ -16,6 +16,7 @@ PACKAGE = ROOT / "wado_pipeline"
 ALLOWED = {
     "core": set(),
     "resources": {"core"},
+    "instance": set(),  # plug-ins of the Dagster instance (dagster.yaml), not of the code
     "sensors": {"core", "resources"},
     "assets": {"core", "resources"},
     "definitions": {"core", "resources", "sensors", "assets"},

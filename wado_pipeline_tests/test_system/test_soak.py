@@ -2,8 +2,8 @@
 webserver) under steady traffic, with a retention window of minutes instead of days.
 
 - Dagster's storage stops growing once retention has caught up with the first window;
-- the resident memory of the daemon, the code server and the webserver shows no upward
-  trend after warm-up;
+- the resident memory of the daemon, the code server, the webserver and the run
+  launcher's warm process shows no upward trend after warm-up;
 - the sensor's cursor stays bounded;
 - afterwards the UI still shows run history, lineage, freshness and checks, and
   re-executes a recent run.
@@ -53,7 +53,7 @@ ASSET = """query ($path: [String!]!) { assetNodes(assetKeys: [{path: $path}]) {
 
 def _processes(pgid: int) -> dict[str, int]:
     """RSS (KiB) of the process group's long-lived processes, summed per role."""
-    out = {"daemon": 0, "code_server": 0, "webserver": 0}
+    out = {"daemon": 0, "code_server": 0, "webserver": 0, "warm_process": 0}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -66,9 +66,12 @@ def _processes(pgid: int) -> dict[str, int]:
         fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[2]) != pgid or fields[0] == "Z":
             continue
-        if "execute_run" in cmd or "execute_step" in cmd:
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if "execute_run" in cmd or "execute_step" in cmd or comm == "wado-run-worker":
             continue  # a run worker: short-lived by design
-        if "dagster._daemon" in cmd or "dagster-daemon" in cmd:
+        if "wado_pipeline.instance.zygote" in cmd:
+            role = "warm_process"  # the run launcher's (its workers are named above)
+        elif "dagster._daemon" in cmd or "dagster-daemon" in cmd:
             role = "daemon"
         elif "webserver" in cmd:
             role = "webserver"
@@ -155,11 +158,15 @@ def test_storage_memory_and_cursor_plateau_under_steady_traffic(
     print("largest tables at the end:", ", ".join(f"{t} {n // 1024} KiB" for t, n in tables))
 
     # ---- figures
-    print("\nsoak samples (t s, storage KiB, cursor B, RSS MiB daemon/code server/webserver):")
+    print(
+        "\nsoak samples (t s, storage KiB, cursor B, "
+        "RSS MiB daemon/code server/webserver/warm process):"
+    )
     for s in samples:
         print(
             f"  {s['t']:4d} {s['storage_bytes'] // 1024:8d} {s['cursor_bytes']:5d} "
-            f"{s['daemon'] / 1024:7.1f} {s['code_server'] / 1024:7.1f} {s['webserver'] / 1024:7.1f}"
+            f"{s['daemon'] / 1024:7.1f} {s['code_server'] / 1024:7.1f} "
+            f"{s['webserver'] / 1024:7.1f} {s['warm_process'] / 1024:7.1f}"
         )
 
     # Retention ran: what is left past the window (plus a pruning interval and autovacuum)
@@ -185,7 +192,7 @@ def test_storage_memory_and_cursor_plateau_under_steady_traffic(
 
     # Memory: after warm-up, the mean of the last minute against the first minute.
     warm = [s for s in samples if s["t"] >= WARMUP_S]
-    for role in ("daemon", "code_server", "webserver"):
+    for role in ("daemon", "code_server", "webserver", "warm_process"):
         first = statistics.mean(s[role] for s in warm[:6]) / 1024
         final = statistics.mean(s[role] for s in warm[-6:]) / 1024
         print(f"{role}: {first:.1f} -> {final:.1f} MiB RSS")

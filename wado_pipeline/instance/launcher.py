@@ -1,0 +1,226 @@
+"""A run launcher that forks run workers from a warm process (named in dagster.yaml).
+
+Why: Dagster's default launcher asks the code server to *spawn* a process per run, which
+imports Dagster and every library of the code location before the run can start: ~1.2 s
+of CPU per run on this machine, and on two cores shared with Kafka and the databases
+about 2.5 s from the queue to ``RUN_START``. A micro-batch pipeline launches a run every
+few seconds, so that start is most of its latency and, under backlog, of its CPU.
+
+This launcher keeps one process (``zygote``) that has imported those libraries, and forks
+each run worker from it. The worker then does exactly what ``dagster api execute_run``
+does (the command Dagster's container launchers run): loads the code location from the
+run's origin, fresh, and executes the run in its own process. So a run is still one
+process with its own instance and its own failure; re-execution, run retries, the queue's
+limits and run monitoring work as before. What differs:
+
+- ``terminate`` (the UI's button, run monitoring) signals the worker (SIGTERM, which
+  Dagster turns into an interrupt of the step) instead of asking the code server; the
+  worker is named by the ``wado/run_worker`` tag (host, pid, start time).
+- Runs of an origin this process cannot run (another interpreter, no Python origin) go
+  to the default launcher, as does everything if the zygote cannot be started.
+- The zygote preloads third-party modules only: upgrading one needs a daemon restart
+  (as it would for the code server); the code location's own code is imported per run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dagster import Field
+from dagster._core.launcher import DefaultRunLauncher
+from dagster._core.launcher.base import LaunchRunContext
+from dagster._serdes import ConfigurableClassData, serialize_value
+
+from wado_pipeline.instance.zygote import process_start_ticks
+
+log = logging.getLogger(__name__)
+
+WORKER_TAG = "wado/run_worker"
+# The zygote's first answer comes after its imports (~1-3 s); later ones after a fork.
+READY_TIMEOUT_S = 120.0
+FORK_TIMEOUT_S = 30.0
+
+
+class WarmProcessRunLauncher(DefaultRunLauncher):
+    """Forks each run's worker from a process that has already imported the libraries."""
+
+    def __init__(
+        self,
+        inst_data: ConfigurableClassData | None = None,
+        preload_modules: Sequence[str] = (),
+    ):
+        super().__init__(inst_data=inst_data)
+        self._preload = list(preload_modules)
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._stream: Any = None
+        self._sock: socket.socket | None = None
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {
+            "preload_modules": Field(
+                [str],
+                is_required=False,
+                default_value=["dagster"],
+                description="Modules the warm process imports once, for every run to share.",
+            )
+        }
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> WarmProcessRunLauncher:
+        return cls(inst_data=inst_data, preload_modules=config_value.get("preload_modules", []))
+
+    # -- launching ----------------------------------------------------------------------
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        origin = run.job_code_origin
+        if origin is None or not _same_interpreter(origin.executable_path):
+            super().launch_run(context)
+            return
+        request = {"run_id": run.run_id, "instance_ref": serialize_value(self._instance.get_ref())}
+        reply = self._fork(request)
+        if reply is None or "pid" not in reply:
+            log.warning("warm run launcher unavailable (%s); launching the default way", reply)
+            super().launch_run(context)
+            return
+        self._instance.add_run_tags(
+            run.run_id,
+            {
+                WORKER_TAG: json.dumps(
+                    {"host": socket.gethostname(), "pid": reply["pid"], "start": reply["start"]}
+                )
+            },
+        )
+        self._run_ids.add(run.run_id)
+
+    def _fork(self, request: dict) -> dict | None:
+        with self._lock:
+            for _attempt in range(2):  # a zygote that died is replaced once
+                stream = self._zygote()
+                if stream is None:
+                    return None
+                try:
+                    stream.write(json.dumps(request).encode() + b"\n")
+                    line = stream.readline()
+                except OSError:
+                    line = b""
+                if line:
+                    return json.loads(line)
+                self._stop_zygote()
+            return None
+
+    def _zygote(self) -> Any:
+        """The warm process's socket, started (and waited for) on first use."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._stream
+        self._stop_zygote()
+        ours, theirs = socket.socketpair()
+        try:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "wado_pipeline.instance.zygote",
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--preload",
+                    ",".join(self._preload),
+                    "--home",
+                    os.environ.get("DAGSTER_HOME", ""),
+                ],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            log.warning("cannot start the warm run process: %s", exc)
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        ours.settimeout(READY_TIMEOUT_S)
+        stream = ours.makefile("rwb", buffering=0)
+        try:
+            ready = json.loads(stream.readline() or b"{}")
+        except (OSError, ValueError):
+            ready = {}
+        if not ready.get("ready"):
+            proc.kill()
+            ours.close()
+            return None
+        if ready.get("not_preloaded"):
+            log.warning("warm run process could not preload %s", ready["not_preloaded"])
+        ours.settimeout(FORK_TIMEOUT_S)
+        self._proc, self._stream, self._sock = proc, stream, ours
+        return stream
+
+    def _stop_zygote(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            if self._sock is not None:
+                self._sock.close()  # the zygote ends at end of input; its runs go on
+            self._proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+        self._proc = self._stream = self._sock = None
+
+    def dispose(self) -> None:
+        with self._lock:
+            self._stop_zygote()
+        super().dispose()
+
+    # -- terminating --------------------------------------------------------------------
+
+    def terminate(self, run_id: str) -> bool:
+        if not self.has_instance:
+            return False
+        run = self._instance.get_run_by_id(run_id)
+        if not run or run.is_finished:
+            return False
+        worker = run.tags.get(WORKER_TAG)
+        if worker is None:
+            return super().terminate(run_id)  # launched the default way (or not yet)
+        self._instance.report_run_canceling(run)
+        info = json.loads(worker)
+        reason = signal_worker(info)
+        if reason:
+            self._instance.report_engine_event(
+                message=f"Could not signal the run worker: {reason}.",
+                dagster_run=run,
+                cls=self.__class__,
+            )
+            return False
+        return True
+
+
+def signal_worker(info: Mapping[str, Any]) -> str | None:
+    """SIGTERM the worker ``info`` names; the reason it could not be, or None."""
+    if info.get("host") != socket.gethostname():
+        return f"it runs on host {info.get('host')}"
+    pid = int(info["pid"])
+    if info.get("start") is None or process_start_ticks(pid) != info["start"]:
+        return f"process {pid} has ended"
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError as exc:
+        return f"process {pid}: {exc.strerror}"
+    return None
+
+
+def _same_interpreter(executable: str | None) -> bool:
+    """The run's origin names this interpreter (the same venv: its path, not the file a
+    venv's ``python`` links to, which every venv of that Python shares)."""
+    return bool(executable) and os.path.abspath(executable) == os.path.abspath(sys.executable)

@@ -1,0 +1,169 @@
+"""The warm-process run launcher (dagster.yaml, wado_pipeline/instance/launcher.py):
+
+- every run is forked from one warm process, which is replaced when it dies, with no
+  batch lost;
+- the UI's Terminate button (the webserver's terminateRun) cancels a run that is
+  running, and the sensor relaunches its range so the rows still arrive;
+- a worker is signalled only if it is the very process that was launched.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
+from sqlalchemy import create_engine, text
+
+from wado_pipeline.core.contract import JOB_NAME
+from wado_pipeline.dev.sandbox import dagster_process
+from wado_pipeline.instance.launcher import WORKER_TAG, signal_worker
+from wado_pipeline.instance.zygote import process_start_ticks
+from wado_pipeline_tests.support import encode, synthetic_messages, wait_until
+from wado_pipeline_tests.test_system.test_ui import gql, running_dagster_dev
+
+ZYGOTE = "wado_pipeline.instance.zygote"
+
+
+def zygotes(home) -> list[int]:
+    """The warm processes of this DAGSTER_HOME: the zygote's command line, and a parent
+    that is not a zygote (its forked run workers share the command line)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if ZYGOTE in cmd and str(home) in cmd and fields[0] != "Z":
+            found[int(entry)] = int(fields[1])
+    return [pid for pid, parent in found.items() if parent not in found]
+
+
+def image_rows(settings) -> int:
+    engine = create_engine(settings.postgres_url)
+    try:
+        with engine.connect() as conn:
+            sql = f'SELECT count(*) FROM "{settings.postgres_schema}".dicom_image_meta'
+            return conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def batch_runs(instance: DagsterInstance):
+    return [r for r in instance.get_runs() if r.job_name == JOB_NAME]
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_runs_fork_from_a_warm_process_replaced_when_it_dies(
+    settings, produce, storage_root, dagster_home, monkeypatch
+):
+    home, storage_url = dagster_home
+    messages = synthetic_messages(storage_root, 160)
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+    with dagster_process(["dagster-daemon", "run"], settings, home, storage_url):
+        produce(encode(messages[:100]), partition=0)
+        wait_until(lambda: image_rows(settings) == 100, 180, "the first 100 rows", interval=1)
+        (first,) = wait_until(lambda: zygotes(home) or None, 30, "the warm process")
+        with DagsterInstance.from_config(str(home)) as instance:
+            runs = wait_until(
+                lambda: (rs := batch_runs(instance)) and all(r.is_finished for r in rs) and rs,
+                60,
+                "the first runs to end",
+            )
+            workers = [json.loads(r.tags[WORKER_TAG]) for r in runs]
+            assert len({w["pid"] for w in workers}) == len(runs)
+            assert all(w["pid"] != first and w["host"] == socket.gethostname() for w in workers)
+
+            os.kill(first, signal.SIGKILL)
+            produce(encode(messages[100:]), partition=0)
+            wait_until(lambda: image_rows(settings) == 160, 180, "all 160 rows", interval=1)
+            every = wait_until(
+                lambda: (rs := batch_runs(instance)) and all(r.is_finished for r in rs) and rs,
+                60,
+                "the later runs to end",
+            )
+            later = [r for r in every if r.run_id not in {x.run_id for x in runs}]
+            assert later and all(WORKER_TAG in r.tags for r in later)  # forked, not spawned
+            assert all(r.status == DagsterRunStatus.SUCCESS for r in every)
+        (second,) = zygotes(home)
+        assert second != first
+
+
+TERMINATE = """mutation ($id: String!) { terminateRun(runId: $id) { __typename
+  ... on TerminateRunFailure { message } ... on PythonError { message } } }"""
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_the_ui_terminate_button_cancels_a_running_run(
+    settings, produce, storage_root, dagster_home, monkeypatch
+):
+    """A run held inside write_postgres (the test locks the table) is terminated through
+    the webserver, as the button does: it ends CANCELED, and its range is relaunched by
+    the sensor, so every row still arrives once."""
+    home, storage_url = dagster_home
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+    messages = synthetic_messages(storage_root, 50)
+    schema = settings.postgres_schema
+    locker = create_engine(settings.postgres_url).connect()
+    locker.execute(
+        text(
+            f'LOCK TABLE "{schema}".dicom_state_meta, "{schema}".dicom_image_meta '
+            "IN ACCESS EXCLUSIVE MODE"
+        )
+    )
+    try:
+        with running_dagster_dev(settings, home, storage_url) as (url, _):
+            produce(encode(messages), partition=0)
+            with DagsterInstance.from_config(str(home)) as instance:
+                (run,) = wait_until(
+                    lambda: [r for r in batch_runs(instance) if WORKER_TAG in r.tags] or None,
+                    120,
+                    "a batch run forked by the warm launcher",
+                )
+                wait_until(
+                    lambda: instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED,
+                    60,
+                    "the run to start",
+                )
+                out = gql(url, TERMINATE, id=run.run_id)["terminateRun"]
+                assert out["__typename"] == "TerminateRunSuccess", out
+                # The worker is blocked in PostgreSQL until the lock goes; Dagster
+                # interrupts the step as soon as control is back in Python.
+                locker.rollback()
+                ended = wait_until(
+                    lambda: (r := instance.get_run_by_id(run.run_id)).is_finished and r,
+                    60,
+                    "the terminated run to end",
+                )
+                assert ended.status == DagsterRunStatus.CANCELED
+                wait_until(lambda: image_rows(settings) == 50, 180, "the relaunched range's rows")
+    finally:
+        locker.close()
+
+
+def test_only_the_launched_process_is_signalled():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = process_start_ticks(proc.pid)
+        assert start is not None
+        host = socket.gethostname()
+        assert "host" in signal_worker({"host": "elsewhere", "pid": proc.pid, "start": start})
+        # the same pid with another start time is another process: left alone
+        assert "ended" in signal_worker({"host": host, "pid": proc.pid, "start": start + 1})
+        assert proc.poll() is None
+        assert signal_worker({"host": host, "pid": proc.pid, "start": start}) is None
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+        assert "ended" in signal_worker({"host": host, "pid": proc.pid, "start": start})
+    finally:
+        proc.kill()
+        proc.wait()
