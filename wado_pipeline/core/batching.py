@@ -3,9 +3,10 @@
 Pure logic, used by the Kafka sensor. A partition is due when it has at least
 ``batch_messages`` pending, or when its oldest pending message has waited
 ``wait_seconds``. Under backlog, consecutive batches of a partition grow fourfold
-(50, 200, 800, … up to ``max_batch_messages``): the first messages of a backlog still
-leave in a small, quick batch, and Dagster's per-run cost (a process start and a few
-seconds of CPU) is soon amortised over large batches, so the pipeline catches up.
+(50, 200, 800, … up to ``max_batch_messages``): the first messages of a short backlog
+still leave in a small, quick batch, and Dagster's per-run cost (a process start and
+stored events) is soon amortised over large batches, so the pipeline catches up. A
+backlog of at least ``max_batch_messages`` starts at that size.
 While a partition has a run waiting in the queue, its next run waits for a grown batch
 (steady heavy traffic then makes fewer, larger runs instead of a queue of 50-message
 ones); a remainder below ``batch_messages`` still leaves at its wait. When a tick finds
@@ -194,9 +195,20 @@ GROWTH = 4
 
 
 def next_batch_size(pending: int, last_size: int, policy: BatchPolicy) -> int:
-    """Size of the next backlog batch: growing fourfold from ``batch_messages`` to the cap."""
+    """Size of the next backlog batch: growing fourfold from ``batch_messages`` to the cap,
+    except that a backlog of at least the cap starts at the cap. A partition that far
+    behind gains nothing from a quick small batch: every run costs its own start and
+    stored events, so its runs should be as few as the cap allows (bench backlog: 14 runs
+    for 10,000 messages with the ramp, 6 without)."""
+    if pending >= policy.max_batch_messages:
+        return policy.max_batch_messages
+    return min(pending, grown_batch_size(last_size, policy))
+
+
+def grown_batch_size(last_size: int, policy: BatchPolicy) -> int:
+    """The ramp's next step after a batch of ``last_size``: fourfold, within the cap."""
     grown = policy.batch_messages if last_size < policy.batch_messages else GROWTH * last_size
-    return min(pending, policy.max_batch_messages, grown)
+    return min(policy.max_batch_messages, grown)
 
 
 def plan_batches(
@@ -244,7 +256,7 @@ def plan_batches(
                 # A run of this partition waits in the queue: the next one waits for a
                 # grown batch, so under load runs get fewer and larger instead of piling
                 # up 50 at a time behind each other (each run costs seconds of its own).
-                size = next_batch_size(policy.max_batch_messages, state.last_size, policy)
+                size = grown_batch_size(state.last_size, policy)
                 if pending < size:
                     break
             elif pending >= policy.batch_messages:
@@ -259,7 +271,25 @@ def plan_batches(
             allowed -= 1
             aged = False  # the new oldest message's age is unknown until next tick
             state.last_size = max(size, state.last_size) if size >= policy.batch_messages else 0
+    plan.ranges = round_robin(plan.ranges)
     return plan
+
+
+def round_robin(ranges: list[OffsetRange]) -> list[OffsetRange]:
+    """``ranges`` reordered so that every partition's first range comes before any
+    partition's second, and so on; each partition keeps its own order.
+
+    The run queue starts runs in the order they were requested, one per partition at a
+    time. Requested partition by partition (p0, p0, p1, p1, p2, p2), a backlog's last
+    round is one partition's runs alone on an idle slot; round robin keeps both slots
+    busy until the end (bench backlog: three rounds of runs instead of four)."""
+    rank: dict[tuple[str, int], int] = {}
+    keyed = []
+    for i, r in enumerate(ranges):
+        k = rank.get((r.topic, r.partition), 0)
+        rank[(r.topic, r.partition)] = k + 1
+        keyed.append((k, i, r))
+    return [r for _, _, r in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
 def track_holes(previous: list[Hole], gaps: list[tuple[int, int]], now_ms: int) -> list[Hole]:

@@ -210,14 +210,38 @@ def run_stats(home: Path, storage: str, group_name: str) -> dict:
         }
 
 
-def first_run_created(home: Path, storage: str) -> float | None:
-    """When the first run was requested (epoch s), from Dagster's run records."""
+def run_timeline(home: Path, storage: str, since: float) -> list[dict]:
+    """Every batch run, oldest first: partition, size, and when it was requested, left
+    the queue, started and ended, in seconds after ``since`` (epoch s)."""
     os.environ["DAGSTER_POSTGRES_URL"] = storage
-    from dagster import DagsterInstance
+    from dagster import DagsterEventType, DagsterInstance
 
+    out = []
     with DagsterInstance.from_config(str(home)) as instance:
-        records = instance.get_run_records(limit=1, ascending=True)
-        return records[0].create_timestamp.timestamp() if records else None
+        for record in instance.get_run_records(ascending=True):
+            run = record.dagster_run
+            span = run.tags.get("wado/offsets")
+            if not span:
+                continue
+            a, b = (int(x) for x in span.split("-"))
+            starting = instance.get_records_for_run(
+                run.run_id, of_type=DagsterEventType.PIPELINE_STARTING, limit=1
+            ).records
+
+            def rel(t: float | None) -> float | None:
+                return round(t - since, 2) if t is not None else None
+
+            out.append(
+                {
+                    "partition": run.tags.get("wado/partition", "").rsplit("-", 1)[-1],
+                    "size": b - a,
+                    "requested_s": rel(record.create_timestamp.timestamp()),
+                    "dequeued_s": rel(starting[0].event_log_entry.timestamp) if starting else None,
+                    "started_s": rel(record.start_time),
+                    "ended_s": rel(record.end_time),
+                }
+            )
+    return out
 
 
 def settle_runs(home: Path, storage: str, timeout: float = 120) -> None:
@@ -288,15 +312,16 @@ def backlog(n: int, max_batch: int) -> dict:
             print("(b) dagster-daemon …", file=sys.stderr)
             with dagster_daemon(b, Path(tmp)) as (home, storage):
                 t0 = time.perf_counter()
+                started_at = time.time()
                 t1 = wait_for_rows(b, sop_count, timeout=max(600, n / 5))
-                done_at = time.time() - (time.perf_counter() - t1)
                 settle_runs(home, storage)
                 stats = run_stats(home, storage, b.consumer_group)
-                first = first_run_created(home, storage)
+                timeline = run_timeline(home, storage, started_at)
     dagster_rate = n / (t1 - t0)
     # The daemon's start-up (loading the code location, its first tick) is paid once per
     # deployment, not per backlog: the rate from the first run's request shows the rest.
-    running_rate = n / (done_at - first) if first else None
+    first = timeline[0]["requested_s"] if timeline else None
+    running_rate = n / (t1 - t0 - first) if first is not None else None
     return {
         "mode": "backlog",
         "n": n,
@@ -310,6 +335,7 @@ def backlog(n: int, max_batch: int) -> dict:
         if running_rate
         else None,
         **stats,
+        "timeline": timeline,
         "machine_cores": os.cpu_count(),
     }
 
@@ -434,14 +460,17 @@ def latency_breakdown(
     visible: dict[str, float],
 ) -> dict[str, dict[str, float]]:
     """Per run, from Dagster's run records: the first message's age when the sensor
-    requested the run, request -> RUN_START, RUN_START -> rows visible (PostgreSQL),
-    visible -> run end. Returns p50/p99 of each stage over the runs."""
+    requested the run, request -> RUN_START (split at the queue's dequeue: the wait in
+    the queue, then the launch and the worker's start), RUN_START -> rows visible
+    (PostgreSQL), visible -> run end. Returns p50/p99 of each stage over the runs."""
     os.environ["DAGSTER_POSTGRES_URL"] = storage
-    from dagster import DagsterInstance
+    from dagster import DagsterEventType, DagsterInstance
 
     stages: dict[str, list[float]] = {
         "first_message_age_at_request_s": [],
         "request_to_run_start_s": [],
+        "request_to_dequeue_s": [],
+        "dequeue_to_run_start_s": [],
         "run_start_to_rows_visible_s": [],
         "rows_visible_to_run_end_s": [],
     }
@@ -459,6 +488,13 @@ def latency_breakdown(
             created = record.create_timestamp.timestamp()
             stages["first_message_age_at_request_s"].append(created - sent[first])
             stages["request_to_run_start_s"].append(record.start_time - created)
+            starting = instance.get_records_for_run(
+                run.run_id, of_type=DagsterEventType.PIPELINE_STARTING, limit=1
+            ).records
+            if starting:
+                dequeued = starting[0].event_log_entry.timestamp
+                stages["request_to_dequeue_s"].append(dequeued - created)
+                stages["dequeue_to_run_start_s"].append(record.start_time - dequeued)
             stages["run_start_to_rows_visible_s"].append(visible[first] - record.start_time)
             if record.end_time is not None:
                 stages["rows_visible_to_run_end_s"].append(record.end_time - visible[first])

@@ -52,22 +52,29 @@ def test_timestamp_of_another_offset_is_not_used():
     assert plan_batches(c, {0: (0, 11)}, NOW, POLICY).ranges == []
 
 
-def test_backlog_grows_and_covers_every_offset_once():
-    c = cursor_at(0)
+def drain(c: Cursor, end: int) -> list[OffsetRange]:
     seen = []
-    inflight = 0
-    policy = POLICY
     for _ in range(100):
-        plan = plan_batches(c, {0: (0, 10_000)}, NOW, policy, {0: inflight})
-        seen.extend(plan.ranges)
-        if c.partitions[0].next == 10_000:
+        seen.extend(plan_batches(c, {0: (0, end)}, NOW, POLICY, {0: 0}).ranges)
+        if c.partitions[0].next == end:
             break
-    sizes = [r.size for r in seen]
-    assert sizes[:4] == [50, 200, 800, 2000]
-    assert max(sizes) == 2000
+    return seen
+
+
+def test_a_short_backlog_grows_fourfold_and_covers_every_offset_once():
+    seen = drain(cursor_at(0), 1999)
+    assert [r.size for r in seen] == [50, 200, 800, 949]
     covered = [o for r in seen for o in range(r.start, r.end)]
-    assert covered == list(range(10_000))
+    assert covered == list(range(1999))
     assert len({r.run_key for r in seen}) == len(seen)
+
+
+def test_a_backlog_of_the_cap_or_more_starts_at_the_cap():
+    seen = drain(cursor_at(0), 10_000)
+    assert [r.size for r in seen] == [2000] * 5
+    assert [o for r in seen for o in range(r.start, r.end)] == list(range(10_000))
+    # what is left below the cap continues the ramp from the cap: one run
+    assert [r.size for r in drain(cursor_at(0), 3333)] == [2000, 1333]
 
 
 def test_inflight_limit_bounds_the_queue():
@@ -200,3 +207,10 @@ def test_steady_heavy_traffic_makes_fewer_larger_runs():
     assert sizes[:2] == [50, 117]  # the first tick ramps as for any backlog
     assert len(sizes) <= 16 and min(sizes[2:]) > 200
     assert end - sum(sizes) <= 2 * 167  # nothing left behind but the last ticks' arrivals
+
+
+def test_a_tick_requests_the_partitions_round_robin():
+    c = Cursor("t", {p: PartitionState(next=0) for p in range(3)})
+    plan = plan_batches(c, {0: (0, 3400), 1: (0, 3800), 2: (0, 2100)}, NOW, POLICY)
+    order = [(r.partition, r.start) for r in plan.ranges]
+    assert order == [(0, 0), (1, 0), (2, 0), (0, 2000), (1, 2000), (2, 2000)]
