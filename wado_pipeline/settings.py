@@ -209,7 +209,7 @@ class Settings:
     max_batch_messages: int = _setting(
         "WADO_MAX_BATCH_MESSAGES",
         2000,
-        "cap of a batch under backlog (batches grow fourfold from 50 up to it)",
+        "cap of one run's batch: a due partition's pending messages go in one run up to it",
     )
     max_inflight_per_partition: int = _setting(
         "WADO_MAX_INFLIGHT_PER_PARTITION",

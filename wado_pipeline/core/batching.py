@@ -1,17 +1,16 @@
 """Micro-batch planning: which offset ranges of which partitions to run next.
 
 Pure logic, used by the Kafka sensor. A partition is due when it has at least
-``batch_messages`` pending, or when its oldest pending message has waited
-``wait_seconds``. Under backlog, consecutive batches of a partition grow fourfold
-(50, 200, 800, … up to ``max_batch_messages``): the first messages of a short backlog
-still leave in a small, quick batch, and Dagster's per-run cost (a process start and
-stored events) is soon amortised over large batches, so the pipeline catches up. A
-backlog of at least ``max_batch_messages`` starts at that size.
-While a partition has a run waiting in the queue, its next run waits for a grown batch
-(steady heavy traffic then makes fewer, larger runs instead of a queue of 50-message
-ones); a remainder below ``batch_messages`` still leaves at its wait. When a tick finds
-a partition caught up, the size resets. At most ``max_inflight`` runs per partition are
-queued or running, so the run queue never grows without bound.
+``batch_messages`` pending, or when its oldest pending message would have waited
+``wait_seconds`` by the next tick. A due partition gets one run for everything pending,
+up to ``max_batch_messages`` (a longer backlog is cut into runs of that size). Under
+load, batches grow by themselves: while a partition has a run waiting in the queue
+(not started), only a full batch joins it, and the rest goes at the first tick after
+that run has started, together with whatever arrived meanwhile. So steady heavy
+traffic makes fewer, larger runs instead of a queue of small ones, and an idle
+partition's first message still leaves within ``wait_seconds``. At most
+``max_inflight`` runs per partition are queued or running, so the run queue never grows
+without bound. Several partitions' runs are requested round robin.
 """
 
 from __future__ import annotations
@@ -103,7 +102,6 @@ def slices(rng: OffsetRange, size: int) -> list[OffsetRange]:
 @dataclass
 class PartitionState:
     next: int  # first offset not yet handed to a run
-    last_size: int = 0  # size of the latest batch while in backlog (0: caught up)
     oldest_ts: int | None = None  # broker timestamp (ms) of the message at ts_offset
     ts_offset: int | None = None
     holes: list[Hole] = field(default_factory=list)
@@ -133,7 +131,6 @@ class Cursor:
                 "partitions": {
                     str(p): {
                         "next": s.next,
-                        "last_size": s.last_size,
                         "oldest_ts": s.oldest_ts,
                         "ts_offset": s.ts_offset,
                         **(
@@ -166,7 +163,6 @@ class Cursor:
             {
                 int(p): PartitionState(
                     next=s["next"],
-                    last_size=s.get("last_size", 0),
                     oldest_ts=s.get("oldest_ts"),
                     ts_offset=s.get("ts_offset"),
                     holes=[Hole(*h) for h in s.get("holes", [])],
@@ -189,26 +185,6 @@ class LostRange:
 class Plan:
     ranges: list[OffsetRange] = field(default_factory=list)
     lost: list[LostRange] = field(default_factory=list)
-
-
-GROWTH = 4
-
-
-def next_batch_size(pending: int, last_size: int, policy: BatchPolicy) -> int:
-    """Size of the next backlog batch: growing fourfold from ``batch_messages`` to the cap,
-    except that a backlog of at least the cap starts at the cap. A partition that far
-    behind gains nothing from a quick small batch: every run costs its own start and
-    stored events, so its runs should be as few as the cap allows (bench backlog: 14 runs
-    for 10,000 messages with the ramp, 6 without)."""
-    if pending >= policy.max_batch_messages:
-        return policy.max_batch_messages
-    return min(pending, grown_batch_size(last_size, policy))
-
-
-def grown_batch_size(last_size: int, policy: BatchPolicy) -> int:
-    """The ramp's next step after a batch of ``last_size``: fourfold, within the cap."""
-    grown = policy.batch_messages if last_size < policy.batch_messages else GROWTH * last_size
-    return min(policy.max_batch_messages, grown)
 
 
 def plan_batches(
@@ -238,13 +214,13 @@ def plan_batches(
             state.next = begin
         pending = end - state.next
         if pending <= 0:
-            state.last_size = 0
             continue
         allowed = policy.max_inflight - inflight.get(p, 0)
-        # Busy: a run of an earlier tick is still waiting in the queue, not started (a
-        # running one does not count: at moderate traffic the next batch queues behind it
-        # and starts as it ends; nor do this tick's requests: a backlog's first tick still
-        # ramps 50, 200, 800).
+        # Busy: a run of an earlier tick is still waiting in the queue, not started. A
+        # running one does not count: at moderate traffic the next batch queues behind
+        # it and starts as it ends. Only full batches join a waiting run; the rest waits
+        # for it to start and then leaves as one larger run (each run costs its start
+        # and its stored events).
         busy = waiting.get(p, 0) > 0
         aged = (
             state.oldest_ts is not None
@@ -252,25 +228,16 @@ def plan_batches(
             and now_ms - state.oldest_ts + policy.tick_seconds * 1000 >= policy.wait_seconds * 1000
         )
         while allowed > 0 and pending > 0:
-            if busy and pending >= policy.batch_messages:
-                # A run of this partition waits in the queue: the next one waits for a
-                # grown batch, so under load runs get fewer and larger instead of piling
-                # up 50 at a time behind each other (each run costs seconds of its own).
-                size = grown_batch_size(state.last_size, policy)
-                if pending < size:
-                    break
-            elif pending >= policy.batch_messages:
-                size = next_batch_size(pending, state.last_size, policy)
-            elif aged:
-                size = pending  # the idle bound: a small remainder never waits longer
-            else:
+            if busy and pending < policy.max_batch_messages:
+                break  # a run waits in the queue: only a full batch joins it
+            if pending < policy.batch_messages and not aged:
                 break
+            size = min(pending, policy.max_batch_messages)
             plan.ranges.append(OffsetRange(cursor.topic, p, state.next, state.next + size))
             state.next += size
             pending -= size
             allowed -= 1
             aged = False  # the new oldest message's age is unknown until next tick
-            state.last_size = max(size, state.last_size) if size >= policy.batch_messages else 0
     plan.ranges = round_robin(plan.ranges)
     return plan
 

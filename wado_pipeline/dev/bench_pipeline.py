@@ -369,6 +369,8 @@ def steady(rates: list[float], seconds: float) -> dict:
                 stats = run_stats(home, storage, s.consumer_group)
                 stats.update(storage_growth(before, storage_profile(storage), stats["runs"]))
                 stats["breakdown"] = latency_breakdown(home, storage, sent, where, seen["pg"])
+                stats.update(keeping_up(home, storage, sent, where, seen["pg"]))
+                stats["timeline"] = run_timeline(home, storage, min(sent.values()))
             lat_pg = [seen["pg"][t] - sent[t] for t in seen["pg"]]
             lat_maria = [seen["maria"][t] - sent[t] for t in seen["maria"]]
             out["rates"][str(rate)] = {
@@ -450,6 +452,53 @@ class RowWatcher:
         for engine, _ in self._queries.values():
             engine.dispose()
         return self.seen
+
+
+def end_of_window(
+    sent: dict[str, float],
+    where: dict[tuple[int, int], str],
+    visible: dict[str, float],
+    requested: list[tuple[int, int, float]],
+) -> dict:
+    """Whether the pipeline kept up, at the moment the last message was sent: per
+    partition, the messages sent but not yet handed to any run (``requested``: each
+    run's partition, end offset and request time) and those not yet visible; and how
+    long after the last send the last row became visible."""
+    t_end = max(sent.values())
+    unrequested: dict[int, int] = {}
+    not_visible: dict[int, int] = {}
+    for (part, offset), trace in where.items():
+        covered = max((e for p, e, t in requested if p == part and t <= t_end), default=0)
+        unrequested[part] = unrequested.get(part, 0) + (offset >= covered)
+        not_visible[part] = not_visible.get(part, 0) + (visible.get(trace, t_end + 1) > t_end)
+    done = [visible[t] for t in sent if t in visible]
+    return {
+        "unrequested_at_end": {str(p): n for p, n in sorted(unrequested.items())},
+        "not_visible_at_end": {str(p): n for p, n in sorted(not_visible.items())},
+        "catch_up_s": round(max(done) - t_end, 2) if len(done) == len(sent) else None,
+    }
+
+
+def keeping_up(
+    home: Path,
+    storage: str,
+    sent: dict[str, float],
+    where: dict[tuple[int, int], str],
+    visible: dict[str, float],
+) -> dict:
+    """``end_of_window`` over the batch runs in Dagster's run records."""
+    os.environ["DAGSTER_POSTGRES_URL"] = storage
+    from dagster import DagsterInstance
+
+    requested = []
+    with DagsterInstance.from_config(str(home)) as instance:
+        for record in instance.get_run_records():
+            span = record.dagster_run.tags.get("wado/offsets")
+            part = record.dagster_run.tags.get("wado/partition", "").rsplit("-", 1)[-1]
+            if span and part.isdigit():
+                end = int(span.split("-")[1])
+                requested.append((int(part), end, record.create_timestamp.timestamp()))
+    return end_of_window(sent, where, visible, requested)
 
 
 def latency_breakdown(

@@ -61,19 +61,16 @@ def drain(c: Cursor, end: int) -> list[OffsetRange]:
     return seen
 
 
-def test_a_short_backlog_grows_fourfold_and_covers_every_offset_once():
+def test_a_due_partition_gets_one_run_for_everything_pending():
     seen = drain(cursor_at(0), 1999)
-    assert [r.size for r in seen] == [50, 200, 800, 949]
-    covered = [o for r in seen for o in range(r.start, r.end)]
-    assert covered == list(range(1999))
-    assert len({r.run_key for r in seen}) == len(seen)
+    assert [(r.start, r.end) for r in seen] == [(0, 1999)]
 
 
-def test_a_backlog_of_the_cap_or_more_starts_at_the_cap():
+def test_a_backlog_is_cut_at_the_cap_and_covered_once():
     seen = drain(cursor_at(0), 10_000)
     assert [r.size for r in seen] == [2000] * 5
     assert [o for r in seen for o in range(r.start, r.end)] == list(range(10_000))
-    # what is left below the cap continues the ramp from the cap: one run
+    assert len({r.run_key for r in seen}) == len(seen)
     assert [r.size for r in drain(cursor_at(0), 3333)] == [2000, 1333]
 
 
@@ -93,9 +90,17 @@ def test_lost_offsets_are_reported_not_hidden():
 
 
 def test_cursor_json_roundtrip():
-    c = Cursor("t", {0: PartitionState(5, 100, NOW, 5), 2: PartitionState(7)})
+    c = Cursor("t", {0: PartitionState(5, NOW, 5), 2: PartitionState(7)})
     assert Cursor.from_json(c.to_json(), "t") == c
     assert Cursor.from_json(c.to_json(), "other").partitions == {}
+
+
+def test_a_cursor_saved_by_the_earlier_policy_still_reads():
+    """Cursors saved before this version kept a "last_size" per partition (the old
+    fourfold ramp); a daemon upgraded in place reads them and drops it."""
+    old = '{"v":1,"topic":"t","reported":null,"partitions":{"0":{"next":5,"last_size":800,'
+    old += '"oldest_ts":null,"ts_offset":null}}}'
+    assert Cursor.from_json(old, "t").partitions == {0: PartitionState(5)}
 
 
 def test_holes_relaunch_after_grace_then_with_backoff():
@@ -167,33 +172,34 @@ def test_merge_ranges_joins_overlapping_and_adjacent_ranges_per_partition():
     assert merged == [r("t", 0, 0, 3), r("t", 0, 5, 9), r("t", 1, 0, 25), r("u", 1, 0, 4)]
 
 
-def test_a_partition_with_a_queued_run_waits_for_a_grown_batch():
-    # a 50-message run waits in the queue: 199 pending wait, 200 make one run of 200
-    c = cursor_at(0, last_size=50)
-    assert plan_batches(c, {0: (0, 199)}, NOW, POLICY, {0: 1}, {0: 1}).ranges == []
-    (r,) = plan_batches(c, {0: (0, 260)}, NOW, POLICY, {0: 1}, {0: 1}).ranges
-    assert (r.start, r.end) == (0, 200)
-    # once the queued run has started, what is pending goes (up to four times the last)
-    (r,) = plan_batches(c, {0: (0, 260)}, NOW, POLICY, {0: 2}, {0: 0}).ranges
-    assert (r.start, r.end) == (200, 260)
+def test_a_partition_with_a_queued_run_waits_for_a_full_batch():
+    # a run of this partition waits in the queue: 1999 pending wait, 2100 make one full run
+    c = cursor_at(0)
+    assert plan_batches(c, {0: (0, 1999)}, NOW, POLICY, {0: 1}, {0: 1}).ranges == []
+    (r,) = plan_batches(c, {0: (0, 2100)}, NOW, POLICY, {0: 1}, {0: 1}).ranges
+    assert (r.start, r.end) == (0, 2000)
+    # once the queued run has started, the rest goes
+    (r,) = plan_batches(c, {0: (0, 2100)}, NOW, POLICY, {0: 2}, {0: 0}).ranges
+    assert (r.start, r.end) == (2000, 2100)
 
 
 def test_a_running_run_does_not_hold_the_next_batch():
-    c = cursor_at(0, last_size=50)
+    c = cursor_at(0)
     (r,) = plan_batches(c, {0: (0, 50)}, NOW, POLICY, {0: 1}, {0: 0}).ranges
     assert (r.start, r.end) == (0, 50)
 
 
-def test_a_small_aged_remainder_leaves_even_when_busy():
-    c = cursor_at(0, last_size=800, oldest_ts=NOW - 5000, ts_offset=0)
-    (r,) = plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}, {0: 1}).ranges
+def test_an_aged_remainder_waits_for_a_queued_run_to_start_then_leaves():
+    c = cursor_at(0, oldest_ts=NOW - 5000, ts_offset=0)
+    assert plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}, {0: 1}).ranges == []
+    (r,) = plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}, {0: 0}).ranges
     assert (r.start, r.end) == (0, 30)
 
 
 def test_steady_heavy_traffic_makes_fewer_larger_runs():
     """167 messages per tick (100 msg/s over three partitions), each run waiting in the
-    queue for one tick and running the next: one run per two ticks after the first, not
-    two runs every tick (50 and the rest, as the policy before did: 60 runs)."""
+    queue for one tick and running the next: one run per two ticks after the first, of
+    two ticks' arrivals (not a run every tick waiting behind the last)."""
     c = cursor_at(0)
     end, queued, sizes = 0, [], []
     for _ in range(30):
@@ -204,9 +210,8 @@ def test_steady_heavy_traffic_makes_fewer_larger_runs():
         plan = plan_batches(c, {0: (0, end)}, NOW, POLICY, {0: len(queued)}, {0: waiting})
         queued += [(r, 0) for r in plan.ranges]
         sizes += [r.size for r in plan.ranges]
-    assert sizes[:2] == [50, 117]  # the first tick ramps as for any backlog
-    assert len(sizes) <= 16 and min(sizes[2:]) > 200
-    assert end - sum(sizes) <= 2 * 167  # nothing left behind but the last ticks' arrivals
+    assert sizes == [167] + [334] * 14
+    assert end - sum(sizes) == 167  # the last tick's arrivals, behind a queued run
 
 
 def test_a_tick_requests_the_partitions_round_robin():

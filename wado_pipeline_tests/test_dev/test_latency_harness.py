@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.dev.bench_pipeline import RowWatcher
+from wado_pipeline.dev.bench_pipeline import RowWatcher, end_of_window
 
 pytestmark = pytest.mark.stack
 
@@ -74,3 +74,20 @@ def test_rows_are_stamped_when_they_appear(settings):
     latencies = [seen["pg"][t] - sent for t in ids]
     assert latencies == sorted(latencies)  # the known delays come back in order
     assert latencies[0] < WINDOW - 2  # the old harness reported >= WINDOW for all
+
+
+def test_end_of_window_counts_what_was_not_yet_requested_or_visible():
+    """Two partitions, last send at t=10. Partition 0: offsets 0-3, a run requested at
+    t=5 covers 0-2, one requested at t=11 (after the end) covers the rest; offset 0 is
+    visible at t=7, the others at t=12. Partition 1: offset 0, requested at t=9 and
+    visible at t=9.5."""
+    sent = {"a": 1.0, "b": 2.0, "c": 8.0, "d": 10.0, "e": 3.0}
+    where = {(0, 0): "a", (0, 1): "b", (0, 2): "c", (0, 3): "d", (1, 0): "e"}
+    visible = {"a": 7.0, "b": 12.0, "c": 12.0, "d": 12.5, "e": 9.5}
+    requested = [(0, 2, 5.0), (0, 4, 11.0), (1, 1, 9.0)]
+    out = end_of_window(sent, where, visible, requested)
+    assert out["unrequested_at_end"] == {"0": 2, "1": 0}
+    assert out["not_visible_at_end"] == {"0": 3, "1": 0}
+    assert out["catch_up_s"] == 2.5
+    # a message never seen: no catch-up time
+    assert end_of_window(sent, where, {"a": 7.0}, requested)["catch_up_s"] is None
