@@ -56,7 +56,7 @@ def _run_worker(request: dict) -> int:
             )
 
 
-def _fork_run(request: dict) -> int:
+def _fork_run(request: dict, channel: int) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -67,6 +67,7 @@ def _fork_run(request: dict) -> int:
     # process pool.
     code = 1
     try:
+        os.close(channel)  # the zygote's socket (its objects are never used here again)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
@@ -95,7 +96,7 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
     for line in stream:
         try:
             request = json.loads(line)
-            pid = _fork_run(request)
+            pid = _fork_run(request, sock.fileno())
             reply = {"pid": pid, "start": process_start_ticks(pid)}
         except Exception as exc:  # (reported to the launcher, which falls back)
             reply = {"error": f"{type(exc).__name__}: {exc}"}
