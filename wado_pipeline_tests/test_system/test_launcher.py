@@ -167,3 +167,20 @@ def test_only_the_launched_process_is_signalled():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_warm_process_preloads_what_a_run_worker_imports():
+    """dagster.yaml's preload list: each module exists, and each is one a run worker
+    imports anyway (its code location and Dagster's run command), so the warm process
+    holds nothing runs do not use."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "dagster.yaml").read_text())
+    preload = config["run_launcher"]["config"]["preload_modules"]
+    probe = (
+        "import sys, wado_pipeline.definitions, dagster._cli.api, dagster_postgres; "
+        f"print([m for m in {preload!r} if m not in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "wado_pipeline" not in " ".join(preload)  # the code location stays fresh per run
