@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import Field
+from dagster._core.errors import DagsterLaunchFailedError
 from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.launcher.base import LaunchRunContext
 from dagster._serdes import ConfigurableClassData, serialize_value
@@ -107,6 +108,11 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
         self._run_ids.add(run.run_id)
 
     def _fork(self, request: dict) -> dict | None:
+        """The zygote's answer, or None if no zygote could take the request (then the
+        default launcher may). A request that reached a zygote which then gave no answer
+        is not sent again: its worker may be running, and a second one would run the
+        same batch beside it. The launch fails instead (Dagster's run retry and the
+        sensor's relaunch take it from there)."""
         with self._lock:
             for _attempt in range(2):  # a zygote that died is replaced once
                 stream = self._zygote()
@@ -114,12 +120,19 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
                     return None
                 try:
                     stream.write(json.dumps(request).encode() + b"\n")
+                except OSError:
+                    self._stop_zygote()  # it never read the request
+                    continue
+                try:
                     line = stream.readline()
                 except OSError:
                     line = b""
                 if line:
                     return json.loads(line)
                 self._stop_zygote()
+                raise DagsterLaunchFailedError(
+                    "the warm run process took the run but gave no answer; not launched again"
+                )
             return None
 
     def _zygote(self) -> Any:

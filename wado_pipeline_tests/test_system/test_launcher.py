@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.errors import DagsterLaunchFailedError
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.core.contract import JOB_NAME
 from wado_pipeline.dev.sandbox import dagster_process
-from wado_pipeline.instance.launcher import WORKER_TAG, signal_worker
+from wado_pipeline.instance.launcher import WORKER_TAG, WarmProcessRunLauncher, signal_worker
 from wado_pipeline.instance.zygote import process_start_ticks
 from wado_pipeline_tests.support import encode, synthetic_messages, wait_until
 from wado_pipeline_tests.test_system.test_ui import gql, running_dagster_dev
@@ -184,3 +185,37 @@ def test_the_warm_process_preloads_what_a_run_worker_imports():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert "wado_pipeline" not in " ".join(preload)  # the code location stays fresh per run
+
+
+BOGUS = {"run_id": "no-such-run", "instance_ref": "{}"}  # a worker that exits at once
+
+
+def test_a_dead_warm_process_is_replaced_before_the_request():
+    launcher = WarmProcessRunLauncher(preload_modules=[])
+    try:
+        launcher._zygote()
+        first = launcher._proc
+        first.kill()
+        first.wait(timeout=10)
+        reply = launcher._fork(BOGUS)
+        assert reply is not None and reply["pid"] > 0
+        assert launcher._proc is not first and launcher._proc.poll() is None
+    finally:
+        launcher.dispose()
+
+
+def test_a_request_without_an_answer_is_not_sent_again():
+    """A warm process that read the request but does not answer (stopped here) may
+    have forked the worker: the launch fails rather than start a second one."""
+    launcher = WarmProcessRunLauncher(preload_modules=[])
+    try:
+        launcher._zygote()
+        stuck = launcher._proc
+        os.kill(stuck.pid, signal.SIGSTOP)
+        launcher._sock.settimeout(1.0)
+        with pytest.raises(DagsterLaunchFailedError):
+            launcher._fork(BOGUS)
+        assert stuck.wait(timeout=30) != 0  # ended (killed) with its socket
+        assert launcher._proc is None
+    finally:
+        launcher.dispose()
