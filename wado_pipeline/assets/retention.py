@@ -6,7 +6,7 @@ Every batch is a run, and every run leaves events, check results and ticks behin
 in ``resources.retention``.
 """
 
-from dagster import Failure, OpExecutionContext, Output, job, op
+from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
 
 from wado_pipeline.core.contract import RETENTION_JOB
 from wado_pipeline.resources import retention
@@ -42,6 +42,12 @@ def prune_runs(context: OpExecutionContext, kafka: KafkaResource, ingest: Ingest
             "kept_unresolved_failure": report.kept_unresolved,
             "complete": report.complete,
             "seconds": report.seconds,
+            # the window's start: older skipped and successful ticks were dropped too
+            **(
+                {"ticks_purged_before": MetadataValue.timestamp(report.ticks_purged_before)}
+                if report.ticks_purged_before is not None
+                else {}
+            ),
         },
     )
 
