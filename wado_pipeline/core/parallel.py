@@ -5,10 +5,11 @@ workers start in milliseconds and inherit the imported code; a run process is
 fresh for every Dagster run, so a spawned pool would re-import pydicom per run.
 Small batches stay in process: forking is not free and 50 files take ~50 ms.
 
-A process that used the pool must call ``shutdown_pool()`` before it ends:
-multiprocessing children (Dagster's run workers are spawned that way) do not run
-``atexit`` handlers, and join their live children on exit, so a forgotten pool
-would keep the run process alive for ever.
+A process that used the pool must call ``shutdown_pool()`` before it ends: Dagster's
+run workers end without ``atexit`` handlers (a worker forked by the project's run
+launcher ends with ``os._exit``; one spawned by multiprocessing, Dagster's default, also
+joins its live children on exit), so a forgotten pool would be left running as orphans,
+or keep the run process alive for ever.
 """
 
 from __future__ import annotations
