@@ -33,6 +33,7 @@ from sqlalchemy import create_engine, text
 from wado_pipeline.assets import steps
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.contract import PARTITION_TAG, RANGE_TAG
 from wado_pipeline.core.parallel import shutdown_pool
 from wado_pipeline.definitions import build_resources
 from wado_pipeline.dev.sandbox import dagster_home, dagster_process, namespace
@@ -181,10 +182,10 @@ def run_stats(home: Path, storage: str, group_name: str) -> dict:
     from dagster import AssetKey, DagsterInstance
 
     with DagsterInstance.from_config(str(home)) as instance:
-        runs = [r for r in instance.get_runs() if r.tags.get("wado/offsets")]
+        runs = [r for r in instance.get_runs() if r.tags.get(RANGE_TAG)]
         sizes = []
         for r in runs:
-            a, b = (int(x) for x in r.tags["wado/offsets"].split("-"))
+            a, b = (int(x) for x in r.tags[RANGE_TAG].split("-"))
             sizes.append(b - a)
         records = instance.fetch_materializations(
             AssetKey(["kafka", "consumer_groups", group_name]), limit=10_000
@@ -210,9 +211,9 @@ def run_stats(home: Path, storage: str, group_name: str) -> dict:
         }
 
 
-def run_timeline(home: Path, storage: str, since: float) -> list[dict]:
-    """Every batch run, oldest first: partition, size, and when it was requested, left
-    the queue, started and ended, in seconds after ``since`` (epoch s)."""
+def batch_runs(home: Path, storage: str) -> list[dict]:
+    """Every batch run from Dagster's run records, oldest first, read once: partition,
+    offsets, and when it was requested, left the queue, started and ended (epoch s)."""
     os.environ["DAGSTER_POSTGRES_URL"] = storage
     from dagster import DagsterEventType, DagsterInstance
 
@@ -220,28 +221,42 @@ def run_timeline(home: Path, storage: str, since: float) -> list[dict]:
     with DagsterInstance.from_config(str(home)) as instance:
         for record in instance.get_run_records(ascending=True):
             run = record.dagster_run
-            span = run.tags.get("wado/offsets")
-            if not span:
+            span = run.tags.get(RANGE_TAG)
+            part = run.tags.get(PARTITION_TAG, "").rsplit("-", 1)[-1]
+            if not span or not part.isdigit():
                 continue
-            a, b = (int(x) for x in span.split("-"))
+            start, end = (int(x) for x in span.split("-"))
             starting = instance.get_records_for_run(
                 run.run_id, of_type=DagsterEventType.PIPELINE_STARTING, limit=1
             ).records
-
-            def rel(t: float | None) -> float | None:
-                return round(t - since, 2) if t is not None else None
-
             out.append(
                 {
-                    "partition": run.tags.get("wado/partition", "").rsplit("-", 1)[-1],
-                    "size": b - a,
-                    "requested_s": rel(record.create_timestamp.timestamp()),
-                    "dequeued_s": rel(starting[0].event_log_entry.timestamp) if starting else None,
-                    "started_s": rel(record.start_time),
-                    "ended_s": rel(record.end_time),
+                    "partition": int(part),
+                    "start": start,
+                    "end": end,
+                    "requested": record.create_timestamp.timestamp(),
+                    "dequeued": starting[0].event_log_entry.timestamp if starting else None,
+                    "started": record.start_time,
+                    "ended": record.end_time,
                 }
             )
     return out
+
+
+def run_timeline(runs: list[dict], since: float) -> list[dict]:
+    """``runs`` (``batch_runs``) as partition, size and times in seconds after ``since``."""
+
+    def rel(t: float | None) -> float | None:
+        return round(t - since, 2) if t is not None else None
+
+    return [
+        {
+            "partition": str(r["partition"]),
+            "size": r["end"] - r["start"],
+            **{f"{k}_s": rel(r[k]) for k in ("requested", "dequeued", "started", "ended")},
+        }
+        for r in runs
+    ]
 
 
 def settle_runs(home: Path, storage: str, timeout: float = 120) -> None:
@@ -316,7 +331,7 @@ def backlog(n: int, max_batch: int) -> dict:
                 t1 = wait_for_rows(b, sop_count, timeout=max(600, n / 5))
                 settle_runs(home, storage)
                 stats = run_stats(home, storage, b.consumer_group)
-                timeline = run_timeline(home, storage, started_at)
+                timeline = run_timeline(batch_runs(home, storage), started_at)
     dagster_rate = n / (t1 - t0)
     # The daemon's start-up (loading the code location, its first tick) is paid once per
     # deployment, not per backlog: the rate from the first run's request shows the rest.
@@ -368,9 +383,11 @@ def steady(rates: list[float], seconds: float) -> dict:
                 settle_runs(home, storage)
                 stats = run_stats(home, storage, s.consumer_group)
                 stats.update(storage_growth(before, storage_profile(storage), stats["runs"]))
-                stats["breakdown"] = latency_breakdown(home, storage, sent, where, seen["pg"])
-                stats.update(keeping_up(home, storage, sent, where, seen["pg"]))
-                stats["timeline"] = run_timeline(home, storage, min(sent.values()))
+                runs = batch_runs(home, storage)
+                stats["breakdown"] = latency_breakdown(runs, sent, where, seen["pg"])
+                requested = [(r["partition"], r["end"], r["requested"]) for r in runs]
+                stats.update(end_of_window(sent, where, seen["pg"], requested))
+                stats["timeline"] = run_timeline(runs, min(sent.values()))
             lat_pg = [seen["pg"][t] - sent[t] for t in seen["pg"]]
             lat_maria = [seen["maria"][t] - sent[t] for t in seen["maria"]]
             out["rates"][str(rate)] = {
@@ -479,42 +496,16 @@ def end_of_window(
     }
 
 
-def keeping_up(
-    home: Path,
-    storage: str,
-    sent: dict[str, float],
-    where: dict[tuple[int, int], str],
-    visible: dict[str, float],
-) -> dict:
-    """``end_of_window`` over the batch runs in Dagster's run records."""
-    os.environ["DAGSTER_POSTGRES_URL"] = storage
-    from dagster import DagsterInstance
-
-    requested = []
-    with DagsterInstance.from_config(str(home)) as instance:
-        for record in instance.get_run_records():
-            span = record.dagster_run.tags.get("wado/offsets")
-            part = record.dagster_run.tags.get("wado/partition", "").rsplit("-", 1)[-1]
-            if span and part.isdigit():
-                end = int(span.split("-")[1])
-                requested.append((int(part), end, record.create_timestamp.timestamp()))
-    return end_of_window(sent, where, visible, requested)
-
-
 def latency_breakdown(
-    home: Path,
-    storage: str,
+    runs: list[dict],
     sent: dict[str, float],
     where: dict[tuple[int, int], str],
     visible: dict[str, float],
 ) -> dict[str, dict[str, float]]:
-    """Per run, from Dagster's run records: the first message's age when the sensor
-    requested the run, request -> RUN_START (split at the queue's dequeue: the wait in
-    the queue, then the launch and the worker's start), RUN_START -> rows visible
-    (PostgreSQL), visible -> run end. Returns p50/p99 of each stage over the runs."""
-    os.environ["DAGSTER_POSTGRES_URL"] = storage
-    from dagster import DagsterEventType, DagsterInstance
-
+    """Per run (``batch_runs``): the first message's age when the sensor requested the
+    run, request -> RUN_START (split at the queue's dequeue: the wait in the queue, then
+    the launch and the worker's start), RUN_START -> rows visible (PostgreSQL), visible
+    -> run end. Returns p50/p99 of each stage over the runs."""
     stages: dict[str, list[float]] = {
         "first_message_age_at_request_s": [],
         "request_to_run_start_s": [],
@@ -523,30 +514,19 @@ def latency_breakdown(
         "run_start_to_rows_visible_s": [],
         "rows_visible_to_run_end_s": [],
     }
-    with DagsterInstance.from_config(str(home)) as instance:
-        for record in instance.get_run_records():
-            run = record.dagster_run
-            span = run.tags.get("wado/offsets")
-            part = run.tags.get("wado/partition", "").rsplit("-", 1)[-1]
-            if not span or not part.isdigit() or record.start_time is None:
-                continue
-            start = int(span.split("-")[0])
-            first = where.get((int(part), start))
-            if first is None or first not in visible:
-                continue
-            created = record.create_timestamp.timestamp()
-            stages["first_message_age_at_request_s"].append(created - sent[first])
-            stages["request_to_run_start_s"].append(record.start_time - created)
-            starting = instance.get_records_for_run(
-                run.run_id, of_type=DagsterEventType.PIPELINE_STARTING, limit=1
-            ).records
-            if starting:
-                dequeued = starting[0].event_log_entry.timestamp
-                stages["request_to_dequeue_s"].append(dequeued - created)
-                stages["dequeue_to_run_start_s"].append(record.start_time - dequeued)
-            stages["run_start_to_rows_visible_s"].append(visible[first] - record.start_time)
-            if record.end_time is not None:
-                stages["rows_visible_to_run_end_s"].append(record.end_time - visible[first])
+    for r in runs:
+        first = where.get((r["partition"], r["start"]))
+        if first is None or first not in visible or r["started"] is None:
+            continue
+        created, started = r["requested"], r["started"]
+        stages["first_message_age_at_request_s"].append(created - sent[first])
+        stages["request_to_run_start_s"].append(started - created)
+        if r["dequeued"] is not None:
+            stages["request_to_dequeue_s"].append(r["dequeued"] - created)
+            stages["dequeue_to_run_start_s"].append(started - r["dequeued"])
+        stages["run_start_to_rows_visible_s"].append(visible[first] - started)
+        if r["ended"] is not None:
+            stages["rows_visible_to_run_end_s"].append(r["ended"] - visible[first])
     return {
         name: {"p50": percentile(v, 50), "p99": percentile(v, 99), "runs": len(v)}
         for name, v in stages.items()
