@@ -68,7 +68,9 @@ def build_resources(settings: Settings, env_secrets: bool = True) -> dict:
 
     return {
         "kafka": KafkaResource(
-            bootstrap=settings.kafka_bootstrap, timeout_seconds=settings.kafka_timeout_seconds
+            bootstrap=settings.kafka_bootstrap,
+            timeout_seconds=settings.kafka_timeout_seconds,
+            compression=settings.kafka_compression,
         ),
         "postgres": PostgresResource(
             url=_secret("WADO_POSTGRES_URL", settings.postgres_url),

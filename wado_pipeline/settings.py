@@ -282,6 +282,13 @@ class Settings:
         60.0,
         "bound of one file's transcoding; beyond it the file is left untouched (a warning)",
     )
+    kafka_compression: str = _setting(
+        "WADO_KAFKA_COMPRESSION",
+        "snappy",
+        "codec of the batches the pipeline writes (state, image and dead-letter topics); "
+        "what every upstream configuration file names. Reading accepts every codec",
+        choices=("none", "gzip", "snappy", "lz4", "zstd"),
+    )
     kafka_timeout_seconds: float = _setting(
         "WADO_KAFKA_TIMEOUT_SECONDS",
         3.0,
@@ -333,6 +340,7 @@ class Settings:
 # (JSON path in the site file, the setting it supplies, how)
 SITE_KEYS: tuple[tuple[str, str, str], ...] = (
     ("kafka.brokers", "WADO_KAFKA_BOOTSTRAP", "as is"),
+    ("kafka.compression_codec", "WADO_KAFKA_COMPRESSION", "as is"),
     ("message_queue.topic_main", "WADO_STORAGE_TOPIC", "as is"),
     ("message_queue.topic_dicom_state", "WADO_STATE_TOPIC", "as is"),
     ("message_queue.topic_dicom_image", "WADO_IMAGE_TOPIC", "as is"),

@@ -140,13 +140,13 @@ def _expected_keys(records, rejected: set[tuple[int, int]]) -> dict[str, list[tu
     """Keys the tables must hold for ``records``; ``rejected``: (partition, offset)."""
     keys: dict[str, set[tuple]] = {t.name: set() for t in S.PIPELINE_TABLES}
     for r in records:
-        if (r.partition, r.offset) in rejected:
-            continue
         try:
             m = parse_store_message(r.value)
         except Rejected:
             continue  # then it must be in the error table; counted by the caller
-        keys[S.OBJECT_META.name].add((m.trace_id,))
+        keys[S.OBJECT_META.name].add((m.trace_id,))  # a receipt, even when its file failed
+        if (r.partition, r.offset) in rejected:
+            continue
         keys[S.STATE_META.name].add((m.tenant_id, m.study_uid, m.series_uid))
         keys[S.IMAGE_META.name].add((m.tenant_id, m.study_uid, m.series_uid, m.sop_uid))
     return {name: sorted(k) for name, k in keys.items()}

@@ -48,7 +48,11 @@ from wado_pipeline.core.parallel import shutdown_pool
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.resources.doris import DorisBackend
 from wado_pipeline.resources.ingest import IngestSettings
-from wado_pipeline.resources.kafka import KafkaResource, OffsetRangeUnavailable
+from wado_pipeline.resources.kafka import (
+    CodecUnavailable,
+    KafkaResource,
+    OffsetRangeUnavailable,
+)
 from wado_pipeline.resources.postgres import PostgresResource
 from wado_pipeline.resources.run_history import (
     claimed_ranges,
@@ -192,7 +196,8 @@ def read_batch(
         batch = steps.read_ranges(
             kafka, ranges, ingest.roots, ingest.parse_workers, ingest.transcoding
         )
-    except OffsetRangeUnavailable as exc:
+    except (OffsetRangeUnavailable, CodecUnavailable) as exc:
+        # Neither heals by retrying the run; the range stays a hole the sensor relaunches.
         raise Failure(description=str(exc), allow_retries=False) from exc
     except steps.CountsDoNotReconcile as exc:
         raise Failure(description=str(exc)) from exc

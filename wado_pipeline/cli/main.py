@@ -29,7 +29,7 @@ def inspect_file(path: Path, tenant: str) -> dict:
     try:
         ds, size = read_header(path)
         created = datetime.fromtimestamp(path.stat().st_mtime)
-        out = build_records(ds, tenant, created, str(path), size)
+        out = build_records(ds, tenant, created, size)
     except Rejected as exc:
         r = exc.rejection
         return {"file": str(path), "rejected": {"reason": str(r.reason), "detail": r.detail}}

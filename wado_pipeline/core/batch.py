@@ -51,6 +51,9 @@ class RejectedRecord:
     detail: str
     trace_id: str | None
     payload: bytes | None
+    # The ``dicom_object_meta`` row of a valid store message whose file was rejected:
+    # the table is the log of what was received, whatever happened to the file.
+    receipt: dict[str, Any] | None = None
 
 
 Outcome = Accepted | RejectedRecord
@@ -70,14 +73,22 @@ def _guess_trace_id(value: bytes | None) -> str | None:
 def process_record(
     record: SourceRecord, roots: Sequence[Path], transcoding: Transcoding | None = None
 ) -> Outcome:
-    """Parse one record and extract its file's header; never raises for bad input."""
+    """Parse one record and extract its file's header; never raises for bad input.
+
+    A message that parses gets its receipt (object row) even when its file is then
+    rejected; one that does not parse is rejected without one."""
+    receipt = None
     try:
         msg = parse_store_message(record.value)
-        extracted = extract(msg, roots, transcoding)
         row = object_row(msg)
-        extracted.warnings.extend(fit_to_columns(OBJECT_META, row))
+        row_warnings = fit_to_columns(OBJECT_META, row)
+        receipt = row
+        extracted = extract(msg, roots, transcoding)
+        extracted.warnings.extend(row_warnings)
     except Rejected as exc:
         r = exc.rejection
+        # ``receipt`` is still None when the message itself was refused, or when a
+        # key of its object row does not fit the column.
         return RejectedRecord(
             record.partition,
             record.offset,
@@ -85,6 +96,7 @@ def process_record(
             r.detail,
             _guess_trace_id(record.value),
             record.value,
+            receipt,
         )
     return Accepted(record.partition, record.offset, msg, extracted, row)
 
@@ -170,6 +182,12 @@ def group(outcomes: Iterable[Outcome]) -> GroupedBatch:
         out.consumed += 1
         if isinstance(o, RejectedRecord):
             out.rejections.append(o)
+            if o.receipt is not None:
+                order = (o.receipt["created_time"], o.partition, o.offset)
+                trace = o.receipt["trace_id"]
+                if trace not in objects or order >= object_seq[trace]:
+                    objects[trace] = o.receipt
+                    object_seq[trace] = order
             continue
         out.accepted += 1
         msg, ex = o.message, o.extracted

@@ -10,6 +10,7 @@ the value, so they are safe to log.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,8 @@ from wado_pipeline.core.seahash import uid_hash
 from wado_pipeline.core.transcode import Transcoding, transcode_in_place
 
 UID_MAX = 64
+# What upstream writes in every image row's ``image_status``.
+IMAGE_STATUS = "ACTIVE"
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
 # Tags, written once here. Functional-group macros: (macro sequence, attribute).
@@ -324,7 +327,7 @@ def _required_patient_id(ds: Dataset, codec: str | None) -> str:
 
 
 def build_records(
-    ds: Dataset, tenant_id: str, created_time: datetime, file_path: str, file_size: int | None
+    ds: Dataset, tenant_id: str, created_time: datetime, file_size: int | None
 ) -> Extracted:
     """Build the state and image rows from a header dataset (raises ``Rejected``)."""
     codec = _fast_codec(ds)
@@ -371,7 +374,8 @@ def build_records(
     if not tsuid or not V.clean_text(str(tsuid)):
         raise Rejected(Reason.MISSING_REQUIRED, "TransferSyntaxUID is missing or empty")
     i.row["transfer_syntax_uid"] = V.clean_text(str(tsuid))
-    i.row["pixel_data_location"] = i.fit("pixel_data_location", file_path)
+    i.row["pixel_data_location"] = None  # as upstream: the file's place is the receipt's
+    i.row["image_status"] = IMAGE_STATUS
     i.row["space_size"] = file_size
     return Extracted(state=s.row, image=i.row, warnings=warnings)
 
@@ -452,6 +456,64 @@ def parse_header(fp, size: int) -> Dataset:
     return ds
 
 
+# Explicit VRs whose length field is 4 bytes (after 2 reserved ones).
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
+_MAX_TRAILING_ELEMENTS = 10_000
+
+
+def rest_is_complete(fp, size: int, ds: Dataset) -> bool:
+    """Whether the elements after the header (pixel data and what follows) all end within
+    the file: a file cut short in its pixel data fails this, a complete one passes.
+
+    ``fp`` stands where ``parse_header`` stopped, before the pixel data. Only element
+    headers and item headers are read; values are skipped. A deflated dataset cannot be
+    walked this way (pydicom read it from an inflated copy) and counts as complete once
+    its header parsed."""
+    implicit, little = getattr(ds, "original_encoding", (False, True))
+    end = "<" if little is not False else ">"
+    pos = fp.tell()
+    encapsulated = False  # inside an undefined-length value: its delimiter must follow
+    for _ in range(_MAX_TRAILING_ELEMENTS):
+        if pos == size:
+            return not encapsulated
+        fp.seek(pos)
+        head = fp.read(8)
+        if len(head) < 8:
+            return False
+        group, elem = struct.unpack(end + "HH", head[:4])
+        tag = (group << 16) | elem
+        vr = head[4:6]
+        # An explicit dataset's element written implicitly (seen in pydicom's corpus):
+        # its VR bytes are no VR, as pydicom itself concludes.
+        if implicit or group == 0xFFFE or not (vr.isalpha() and vr.isupper()):
+            (length,) = struct.unpack(end + "L", head[4:8])
+            pos += 8
+        elif vr in _LONG_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                return False
+            (length,) = struct.unpack(end + "L", extra)
+            pos += 12
+        else:
+            (length,) = struct.unpack(end + "H", head[6:8])
+            pos += 8
+        if tag in (_ITEM, _SEQUENCE_END) and length == UNDEFINED_LENGTH:
+            return True  # nested undefined-length items: beyond what this walk follows
+        if tag == _SEQUENCE_END:
+            encapsulated = False
+            continue
+        if length == UNDEFINED_LENGTH:
+            encapsulated = True  # its items and delimiter follow, walked as elements
+            continue
+        pos += length
+        if pos > size:
+            return False
+    return True
+
+
 def read_header(path: Path) -> tuple[Dataset, int]:
     """Read a file's header without a message (``inspect``); returns it and the size."""
     try:
@@ -487,10 +549,21 @@ def extract(
         on_disk = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").strip()
         rewritten = msg.transfer_status == NEED_TRANSFER and on_disk != msg.transfer_syntax_uid
         if size != msg.file_size and not rewritten:
-            raise Rejected(
-                Reason.SIZE_MISMATCH, f"file has {size} bytes, message says {msg.file_size}"
+            # The receiver replaces the file when an instance is sent again (perhaps in
+            # another syntax): an earlier message then names a file of another size. That
+            # is everyday traffic, not damage, as long as the file is whole and holds the
+            # message's instance (the UID check below).
+            if not rest_is_complete(fp, size, ds):
+                raise Rejected(
+                    Reason.SIZE_MISMATCH,
+                    f"file has {size} bytes, message says {msg.file_size}, and its data "
+                    "runs past the end of the file",
+                )
+            notes.append(
+                f"file_replaced: file has {size} bytes, message says {msg.file_size} "
+                "(the instance was received again)"
             )
-    out = build_records(ds, msg.tenant_id, msg.created_time, msg.file_path, size)
+    out = build_records(ds, msg.tenant_id, msg.created_time, size)
     out.warnings.extend(notes)
     for column, expected in (
         ("study_uid", msg.study_uid),
@@ -499,5 +572,4 @@ def extract(
     ):
         if out.image[column] != expected:
             raise Rejected(Reason.UID_MISMATCH, f"{column} in the file differs from the message")
-    out.image["image_status"] = msg.transfer_status
     return out

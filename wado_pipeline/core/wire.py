@@ -1,9 +1,9 @@
 """JSON wire form of the state and image records published to the output topics.
 
 Field names equal the table column names; dates ``YYYY-MM-DD``, times
-``HH:MM:SS[.ffffff]``, datetimes ISO 8601 without zone, absent values ``null`` and
-present-but-empty ones ``""``: what the Doris Routine Load jobs of existing
-deployments map by name.
+``HH:MM:SS[.fff|.ffffff]`` and datetimes ISO 8601 without zone, with the fraction as
+upstream writes it; absent values ``null`` and present-but-empty ones ``""``: what the
+Doris Routine Load jobs of existing deployments map by name.
 """
 
 from __future__ import annotations
@@ -14,8 +14,22 @@ from datetime import date, datetime, time
 from typing import Any
 
 
+def _fraction(microsecond: int) -> str:
+    """Fractional seconds as upstream's serializer (chrono) writes them: none for a
+    whole second, 3 digits for whole milliseconds, else 6."""
+    if microsecond == 0:
+        return ""
+    if microsecond % 1000 == 0:
+        return f".{microsecond // 1000:03d}"
+    return f".{microsecond:06d}"
+
+
 def _default(value: Any) -> str:
-    if isinstance(value, datetime | date | time):
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds") + _fraction(value.microsecond)
+    if isinstance(value, time):
+        return value.isoformat(timespec="seconds") + _fraction(value.microsecond)
+    if isinstance(value, date):
         return value.isoformat()
     raise TypeError(f"cannot encode {type(value).__name__}")
 

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from dagster import ConfigurableResource
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    TopicAlreadyExistsError,
+    UnsupportedCodecError,
+)
 from kafka.structs import OffsetAndMetadata
 from pydantic import PrivateAttr
 
@@ -22,7 +27,7 @@ from wado_pipeline.core.batch import SourceRecord
 from wado_pipeline.core.dead_letter import DeadLetter
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.resources.retry import with_retries
-from wado_pipeline.settings import DLQ_MAX_MESSAGE_BYTES, TopicSpec
+from wado_pipeline.settings import DLQ_MAX_MESSAGE_BYTES, Settings, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +43,27 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # The producer's request limit: the largest record of any pipeline topic, with room for
 # the record batch's own framing.
 MAX_REQUEST_BYTES = DLQ_MAX_MESSAGE_BYTES + 4096
+# What the sensor fetches to read one record's timestamp: the broker still sends a whole
+# first batch when it is larger, so this only keeps a backlog's fetch small.
+FIRST_RECORD_FETCH_BYTES = 64 * 1024
 # Bytes kept free for key, headers and framing when a dead letter's value must be cut.
 DEAD_LETTER_FRAMING_BYTES = 8192
+
+
+class CodecUnavailable(Exception):
+    """A record batch is compressed with a codec this process cannot decode.
+
+    Never transient (a retry fails the same way) and never "Kafka did not answer": the
+    broker answered with data this installation lacks the library for. The message
+    names the codec and the partition."""
+
+
+def _codec_unavailable(exc: UnsupportedCodecError, topic: str, partition: int, offset: int):
+    return CodecUnavailable(
+        f"{topic}[{partition}] at offset {offset}: cannot decode the record batch "
+        f"({exc}); install kafka-python with its codec extras "
+        "(kafka-python[snappy,lz4,zstd])"
+    )
 
 
 class OffsetRangeUnavailable(Exception):
@@ -64,11 +88,15 @@ class KafkaResource(ConfigurableResource):
     """Connection to the Kafka cluster (bootstrap servers and timeouts only)."""
 
     bootstrap: str
-    timeout_seconds: float = 3.0
+    timeout_seconds: float = Settings.kafka_timeout_seconds
+    # The codec of what the pipeline writes ("none" for uncompressed); reading takes any.
+    compression: str = Settings.kafka_compression
 
     _producer: KafkaProducer | None = PrivateAttr(default=None)
 
-    def _consumer(self, group_id: str | None = None) -> KafkaConsumer:
+    def _consumer(
+        self, group_id: str | None = None, fetch_bytes: int = MAX_MESSAGE_BYTES
+    ) -> KafkaConsumer:
         ms = int(self.timeout_seconds * 1000)
         return KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -79,7 +107,7 @@ class KafkaResource(ConfigurableResource):
             request_timeout_ms=max(ms, 11000) if group_id else ms,
             max_poll_records=5000,
             fetch_max_bytes=52428800,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            max_partition_fetch_bytes=fetch_bytes,
             client_id="wado-pipeline",
         )
 
@@ -161,13 +189,19 @@ class KafkaResource(ConfigurableResource):
         )
 
     def first_timestamp(self, topic: str, partition: int, offset: int) -> int | None:
-        """Timestamp (ms) of the first record at or after ``offset``, or None."""
-        consumer = self._consumer()
+        """Timestamp (ms) of the first record at or after ``offset``, or None.
+
+        Reading it decodes that record's batch, so a codec this process lacks raises
+        ``CodecUnavailable`` here, before the sensor hands the range to a run."""
+        consumer = self._consumer(fetch_bytes=FIRST_RECORD_FETCH_BYTES)
         try:
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, offset)
-            got = consumer.poll(timeout_ms=int(self.timeout_seconds * 1000), max_records=1)
+            try:
+                got = consumer.poll(timeout_ms=int(self.timeout_seconds * 1000), max_records=1)
+            except UnsupportedCodecError as exc:
+                raise _codec_unavailable(exc, topic, partition, offset) from None
             for rec in got.get(tp, []):
                 return rec.timestamp
             return None
@@ -220,7 +254,12 @@ class KafkaResource(ConfigurableResource):
                 out: list[SourceRecord] = []
                 idle_polls = 0
                 while consumer.position(tp) < end:
-                    got = consumer.poll(timeout_ms=timeout, max_records=5000)
+                    try:
+                        got = consumer.poll(timeout_ms=timeout, max_records=5000)
+                    except UnsupportedCodecError as exc:
+                        raise _codec_unavailable(
+                            exc, topic, partition, consumer.position(tp)
+                        ) from None
                     recs = got.get(tp, [])
                     if not recs:
                         idle_polls += 1
@@ -253,7 +292,7 @@ class KafkaResource(ConfigurableResource):
                 linger_ms=5,
                 batch_size=256 * 1024,
                 max_request_size=MAX_REQUEST_BYTES,
-                compression_type=None,
+                compression_type=None if self.compression == "none" else self.compression,
                 bootstrap_timeout_ms=int(self.timeout_seconds * 1000),
                 request_timeout_ms=10000,
                 max_block_ms=10000,

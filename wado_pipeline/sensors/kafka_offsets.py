@@ -67,7 +67,7 @@ from wado_pipeline.core.contract import (
 )
 from wado_pipeline.core.progress import PartitionProgress, subtract
 from wado_pipeline.resources.ingest import IngestSettings
-from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.resources.kafka import CodecUnavailable, KafkaResource
 from wado_pipeline.resources.retry import bounded_call
 from wado_pipeline.resources.run_history import (
     claimed_ranges,
@@ -83,6 +83,11 @@ NOT_STARTED = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)
 
 class KafkaUnavailable(Exception):
     """The broker did not answer a sensor call (fails the tick: red in the UI)."""
+
+
+class UndecodableTopic(Exception):
+    """The broker answered, but with record batches this installation cannot decode
+    (a codec library is missing). Fails the tick, cursor unchanged, naming the codec."""
 
 
 def run_request_for(rng: OffsetRange, attempt: int = 0) -> RunRequest:
@@ -182,6 +187,8 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
         def ask(what: str, fn):
             try:
                 return bounded_call(fn, budget, what)
+            except CodecUnavailable as exc:  # the broker answered: say what is missing
+                raise UndecodableTopic(f"{exc}; no runs requested, cursor unchanged") from None
             except Exception as exc:  # broker down or slow: a failed tick, cursor unchanged
                 raise KafkaUnavailable(
                     f"Kafka at {kafka.bootstrap} did not answer ({what}: {type(exc).__name__}); "
@@ -221,10 +228,12 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
 
         policy = ingest.policy
         # Age trigger: the broker timestamp of each partition's oldest pending message.
+        # Read for every batch's first record, full or not: decoding it proves the
+        # codec is readable before the range goes to a run.
         for o in offsets:
             state = cursor.partitions[o.partition]
             pending = o.end - max(state.next, o.beginning)
-            if 0 < pending < policy.batch_messages and state.ts_offset != state.next:
+            if pending > 0 and state.ts_offset != state.next:
                 state.oldest_ts = ask(
                     "timestamp",
                     lambda o=o, s=state: kafka.first_timestamp(topic, o.partition, s.next),

@@ -17,7 +17,7 @@ import pytest
 
 from wado_pipeline.cli.main import inspect_file
 from wado_pipeline.core.batch import SourceRecord, process_record
-from wado_pipeline.core.extract import extract
+from wado_pipeline.core.extract import extract, parse_header, rest_is_complete
 from wado_pipeline.core.message import parse_store_message
 from wado_pipeline.core.rejection import Reason, Rejected
 from wado_pipeline.dev.synthetic import (
@@ -352,7 +352,8 @@ def test_realistic_synthetic_instance(tmp_path):
     assert out.image["window_center"] == "40\\400"
     assert out.image["image_position_patient"] == "-125.000000\\-125.000000\\-91.250000"
     assert out.image["space_size"] == path.stat().st_size
-    assert out.image["image_status"] == "NoNeedTransfer"
+    assert out.image["image_status"] == "ACTIVE"  # upstream's value in every image row
+    assert out.image["pixel_data_location"] is None  # as upstream: never set
 
 
 def test_latin1_charset(tmp_path):
@@ -442,10 +443,83 @@ def test_uid_mismatch(tmp_path):
     assert rejection(tmp_path, msg) == Reason.UID_MISMATCH
 
 
-def test_size_mismatch(tmp_path):
+def test_size_mismatch_of_a_file_cut_in_its_pixel_data(tmp_path):
     path, msg = make_file(tmp_path, InstanceSpec())
-    msg["file_size"] = path.stat().st_size + 1
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])  # the message still names the whole file
     assert rejection(tmp_path, msg) == Reason.SIZE_MISMATCH
+
+
+def test_an_instance_received_again_replaces_the_file_and_is_no_error(tmp_path):
+    """The receiver overwrites the file when the same SOP instance is sent again, maybe
+    in another syntax: the earlier message names a file of another size."""
+    path, first = make_file(tmp_path, InstanceSpec(rows=64))
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData + ds.PixelData  # a later, larger receipt of one instance
+    ds.Rows = ds.Rows * 2
+    ds.save_as(path, enforce_file_format=True)
+    out = run_one(tmp_path, first)
+    assert out.image["space_size"] == path.stat().st_size != first["file_size"]
+    assert out.image["width"] == 128  # the file as it is now (width holds Rows)
+    assert [w.split(":")[0] for w in out.warnings] == ["file_replaced"]
+    # ... but a file of another instance at that path is still refused
+    other, _ = make_file(tmp_path / "other", InstanceSpec(sop_uid="1.2.3.999"))
+    path.write_bytes(other.read_bytes())
+    assert rejection(tmp_path, first) == Reason.UID_MISMATCH
+
+
+def _complete(path: Path) -> bool:
+    """What ``extract`` concludes of a file: its header parses whole, and the rest too."""
+    size = path.stat().st_size
+    with open(path, "rb") as fp:
+        try:
+            ds = parse_header(fp, size)
+        except Rejected:
+            return False
+        return rest_is_complete(fp, size, ds)
+
+
+def _pixel_files() -> list[Path]:
+    out = []
+    for p in FILES:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except Exception:
+            continue
+        with open(p, "rb") as fp:
+            pydicom.dcmread(fp, stop_before_pixels=True)
+            at = fp.tell()
+        if at < p.stat().st_size and ds.file_meta.get("TransferSyntaxUID") != (
+            "1.2.840.10008.1.2.1.99"
+        ):
+            out.append(p)
+    return out
+
+
+PIXEL_FILES = _pixel_files()
+
+
+@pytest.mark.parametrize("path", PIXEL_FILES, ids=lambda p: p.name)
+def test_completeness_over_the_corpus(path, tmp_path):
+    """Every shipped file with pixel data is whole; cut anywhere in what follows its
+    header (the truth: the cut itself), it is not."""
+    with open(path, "rb") as fp:
+        pydicom.dcmread(fp, stop_before_pixels=True)
+        header_end = fp.tell()
+    size = path.stat().st_size
+    if path.name in ("MR_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm"):
+        # shipped cut short, as their names say
+        assert not _complete(path)
+        return
+    assert _complete(path)
+    cut = tmp_path / path.name
+    data = path.read_bytes()
+    # A cut inside the first element's own header is the header parser's to see (or
+    # invisible: pydicom ends silently there); cuts from 12 bytes past it are this one's.
+    for at in sorted({header_end + 12, (header_end + size) // 2, size - 1}):
+        if header_end + 12 <= at < size:
+            cut.write_bytes(data[:at])
+            assert not _complete(cut), at
 
 
 def test_truncated_header(tmp_path):
