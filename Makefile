@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-DAGSTER_STORAGE_DEFAULT := postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado_dagster?sslmode=disable
+DAGSTER_STORAGE_DEFAULT := postgresql+psycopg2://wado:wado@127.0.0.1:15432/wado_dagster?sslmode=disable
 export DAGSTER_POSTGRES_URL ?= $(DAGSTER_STORAGE_DEFAULT)
 
 .PHONY: install up down status test test-busy lint format dev validate demo browser
@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	# `source .venv/bin/activate` gives Dagster commands the local stack's storage
 	# unless DAGSTER_POSTGRES_URL is already set (not a .env file: Dagster lets a
 	# .env override the environment).
-	grep -q DAGSTER_POSTGRES_URL $(BIN)/activate || echo 'export DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$(DAGSTER_STORAGE_DEFAULT)}"' >> $(BIN)/activate
+	sed -i '/DAGSTER_POSTGRES_URL/d' $(BIN)/activate
+	echo 'export DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$(DAGSTER_STORAGE_DEFAULT)}"' >> $(BIN)/activate
 	touch $@
 
 up: install

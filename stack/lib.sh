@@ -2,7 +2,7 @@
 # Everything listens on 127.0.0.1; state lives in .stack/ (git-ignored).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="$ROOT/.stack"
+STATE="${WADO_STACK_STATE:-$ROOT/.stack}"  # tests point it elsewhere to try the scripts
 KAFKA_DIR="$ROOT/stack/kafka"
 KAFKA_STATE="$STATE/kafka"
 KAFKA_PID="$KAFKA_STATE/kafka.pid"
@@ -10,17 +10,32 @@ KAFKA_LOG="$KAFKA_STATE/kafka.log"
 MARIADB_STATE="$STATE/mariadb"
 MARIADB_PID="$MARIADB_STATE/mariadb.pid"
 MARIADB_LOG="$MARIADB_STATE/mariadb.log"
+MARIADB_DATA="$MARIADB_STATE/data"
+MARIADB_SOCKET="$MARIADB_STATE/mariadb.sock"
 PG_VERSION="${WADO_PG_VERSION:-15}"
-PG_CLUSTER=main
-PG_MARK="$STATE/postgres.started-by-stack"
+PG_STATE="$STATE/postgres"
+PG_DATA="$PG_STATE/data"
+PG_RUN="$PG_STATE/run"   # its Unix socket directory
+PG_LOG="$PG_STATE/postgres.log"
 PY="$ROOT/.venv/bin/python"
+# The stack's own instances listen on ports of their own, so a PostgreSQL, MariaDB or
+# Kafka already on the usual ports neither breaks the stack nor is touched by it. The
+# pipeline's defaults (wado_pipeline/settings.py, the Makefile) name these ports.
+KAFKA_PORT="${WADO_STACK_KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${WADO_STACK_KAFKA_CONTROLLER_PORT:-19093}"
+PG_PORT="${WADO_STACK_POSTGRES_PORT:-15432}"
+MARIADB_PORT="${WADO_STACK_MARIADB_PORT:-13306}"
 
 say() { printf '[stack] %s\n' "$*"; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { [ -f "$1" ] && kill -0 "$(head -n 1 "$1")" 2>/dev/null; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Superuser clients of the stack's own servers (over their sockets, no password).
+pg_superuser() { su postgres -c "psql -h '$PG_RUN' -p $PG_PORT $*"; }
+mariadb_root() { mariadb --no-defaults -uroot --socket="$MARIADB_SOCKET" "$@"; }
 
 # wait_for SECONDS LOGFILE DESCRIPTION COMMAND...: poll COMMAND until it succeeds.
 wait_for() {
@@ -60,6 +75,17 @@ ensure_maven() {  # Maven resolves Kafka's jars from Maven Central
   if ! command -v mvn >/dev/null 2>&1; then
     say "installing Maven from Debian packages"
     apt_install maven
+  fi
+}
+
+# The upstream programs the side-by-side tests run beside the pipeline (absent from a
+# user's own clone: then nothing is installed and those tests say why they skip).
+UPSTREAM_DIR="${WADO_UPSTREAM_DIR:-$ROOT/../shared/upstream}"
+
+ensure_dcmtk() {  # dcmtk's storescu sends real DICOM files to upstream's receiver
+  if [ -x "$UPSTREAM_DIR/bin/wado-storescp" ] && ! command -v storescu >/dev/null 2>&1; then
+    say "installing dcmtk (storescu, for the upstream side-by-side tests) from Debian packages"
+    apt_install dcmtk
   fi
 }
 

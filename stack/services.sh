@@ -1,28 +1,49 @@
 # Start and stop functions of the local stack's services (sourced after lib.sh).
-# Each start is idempotent; each stop stops only what the stack started.
+# The stack runs instances of its own (data under .stack/, ports of its own, lib.sh) and
+# never uses or stops a server of the machine's. Each start is idempotent; each stop stops
+# only what the stack started, and fails when the service's port still answers.
+
+# refuse_foreign PORT NAME PIDFILE: a port answering without our process behind it is
+# someone else's server, which the stack must neither use nor stop.
+refuse_foreign() {
+  if ! pid_alive "$3" && port_open "$1"; then
+    die "port $1 answers, but not $2 of this stack; set WADO_STACK_${2^^}_PORT to a free port"
+  fi
+}
+
+# stopped PORT NAME: the stop worked only if nothing answers on the port any more.
+stopped() {
+  if port_open "$1"; then
+    die "$2 still answers on 127.0.0.1:$1 after the stop (not a server this stack started?)"
+  fi
+}
 
 # ---------------------------------------------------------------- PostgreSQL
+pg_bin() { echo "/usr/lib/postgresql/$PG_VERSION/bin/$1"; }
+
 start_postgres() {
-  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  if [ ! -x "$(pg_bin postgres)" ]; then
     say "installing PostgreSQL from Debian packages"
     apt_install postgresql
   fi
-  PG_VERSION=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
-  if ! pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v && $2=="main"' | grep -q .; then
-    pg_createcluster "$PG_VERSION" main >/dev/null
+  # Installing the package may have started the machine's own cluster: leave it be.
+  pid_alive "$PG_DATA/postmaster.pid" || refuse_foreign "$PG_PORT" postgres "$PG_DATA/postmaster.pid"
+  mkdir -p "$PG_STATE" "$PG_RUN"
+  chown postgres:postgres "$PG_STATE" "$PG_RUN"
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    say "creating the stack's PostgreSQL $PG_VERSION data directory in $PG_DATA"
+    su postgres -c "$(pg_bin initdb) -D '$PG_DATA' -U postgres --auth-local=trust \
+      --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8" >"$PG_STATE/initdb.log" 2>&1 \
+      || die "initdb failed; see $PG_STATE/initdb.log"
   fi
-  local port status
-  port=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v && $2=="main" {print $3}')
-  status=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v && $2=="main" {print $4}')
-  [ "$port" = 5432 ] || die "PostgreSQL cluster $PG_VERSION/main is on port $port, expected 5432"
-  if [ "$status" != online ]; then
-    say "starting PostgreSQL $PG_VERSION"
-    pg_ctlcluster "$PG_VERSION" main start
-    echo "$PG_VERSION" >"$PG_MARK"
+  if ! pid_alive "$PG_DATA/postmaster.pid"; then
+    say "starting PostgreSQL $PG_VERSION on 127.0.0.1:$PG_PORT"
+    su postgres -c "$(pg_bin pg_ctl) -D '$PG_DATA' -l '$PG_LOG' -w -t 60 start \
+      -o \"-p $PG_PORT -k '$PG_RUN' -c listen_addresses=127.0.0.1\"" >/dev/null \
+      || die "PostgreSQL did not start; see $PG_LOG"
   fi
-  wait_for 30 "/var/log/postgresql/postgresql-$PG_VERSION-main.log" PostgreSQL \
-    su postgres -c "psql -qtAc 'select 1'"
-  su postgres -c "psql -v ON_ERROR_STOP=1 -qtA" <<'SQL' >/dev/null
+  wait_for 30 "$PG_LOG" PostgreSQL pg_superuser -qtAc "'select 1'"
+  pg_superuser -v ON_ERROR_STOP=1 -qtA <<'SQL' >/dev/null
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wado') THEN
     CREATE ROLE wado LOGIN PASSWORD 'wado';
@@ -35,24 +56,46 @@ SELECT 'CREATE DATABASE wado_dagster OWNER wado' WHERE NOT EXISTS (SELECT FROM p
 SQL
 }
 
+stop_postgres() {
+  if pid_alive "$PG_DATA/postmaster.pid"; then
+    say "stopping PostgreSQL"
+    su postgres -c "$(pg_bin pg_ctl) -D '$PG_DATA' -m fast -w -t 60 stop" >/dev/null \
+      || die "PostgreSQL did not stop; see $PG_LOG"
+  fi
+  stopped "$PG_PORT" PostgreSQL
+}
+
 # ---------------------------------------------------------------- MariaDB
-mariadb_ping() { mariadb-admin -uroot --connect-timeout=2 ping; }
+mariadb_ping() { mariadb-admin --no-defaults -uroot --socket="$MARIADB_SOCKET" --connect-timeout=2 ping; }
 
 start_mariadb() {
   if [ ! -x /usr/sbin/mariadbd ]; then
     say "installing MariaDB from Debian packages"
     apt_install mariadb-server
   fi
-  if ! mariadb_ping >/dev/null 2>&1; then
-    [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >"$MARIADB_LOG" 2>&1
-    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld "$MARIADB_STATE"
-    say "starting MariaDB"
-    start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$MARIADB_PID" \
-      --exec /usr/sbin/mariadbd -- --user=mysql --bind-address=127.0.0.1 --port=3306 \
-      --log-error="$MARIADB_LOG"
-    wait_for 60 "$MARIADB_LOG" MariaDB mariadb_ping
+  pid_alive "$MARIADB_PID" || refuse_foreign "$MARIADB_PORT" mariadb "$MARIADB_PID"
+  mkdir -p "$MARIADB_STATE"
+  chown mysql:mysql "$MARIADB_STATE"
+  if [ ! -d "$MARIADB_DATA/mysql" ]; then
+    say "creating the stack's MariaDB data directory in $MARIADB_DATA"
+    mariadb-install-db --no-defaults --user=mysql --datadir="$MARIADB_DATA" \
+      --auth-root-authentication-method=socket --skip-auth-anonymous-user \
+      >"$MARIADB_STATE/install-db.log" 2>&1 \
+      || die "mariadb-install-db failed; see $MARIADB_STATE/install-db.log"
   fi
-  mariadb -uroot <<'SQL'
+  if ! pid_alive "$MARIADB_PID"; then
+    say "starting MariaDB on 127.0.0.1:$MARIADB_PORT"
+    start-stop-daemon --start --background --make-pidfile --pidfile "$MARIADB_PID" \
+      --exec /usr/sbin/mariadbd -- --no-defaults --user=mysql --datadir="$MARIADB_DATA" \
+      --socket="$MARIADB_SOCKET" --pid-file="$MARIADB_STATE/mariadbd.pid" \
+      --bind-address=127.0.0.1 --port="$MARIADB_PORT" --log-error="$MARIADB_LOG" \
+      --character-set-server=utf8mb4 --collation-server=utf8mb4_bin
+  fi
+  wait_for 60 "$MARIADB_LOG" MariaDB mariadb_ping
+  mariadb_root <<'SQL'
+-- No anonymous users: ''@'localhost' would shadow every 'user'@'%' the tests create.
+DELETE FROM mysql.global_priv WHERE User = '';
+FLUSH PRIVILEGES;
 CREATE DATABASE IF NOT EXISTS wado CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 CREATE USER IF NOT EXISTS 'wado'@'127.0.0.1' IDENTIFIED BY 'wado';
 CREATE USER IF NOT EXISTS 'wado'@'localhost' IDENTIFIED BY 'wado';
@@ -60,6 +103,17 @@ CREATE USER IF NOT EXISTS 'wado'@'localhost' IDENTIFIED BY 'wado';
 GRANT ALL PRIVILEGES ON *.* TO 'wado'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON *.* TO 'wado'@'localhost';
 SQL
+}
+
+stop_mariadb() {
+  if pid_alive "$MARIADB_PID"; then
+    say "stopping MariaDB"
+    mariadb-admin --no-defaults -uroot --socket="$MARIADB_SOCKET" shutdown \
+      || kill "$(cat "$MARIADB_PID")"
+    stop_pid "$MARIADB_PID" MariaDB nokill
+  fi
+  rm -f "$MARIADB_PID"
+  stopped "$MARIADB_PORT" MariaDB
 }
 
 # ---------------------------------------------------------------- Kafka
@@ -79,10 +133,16 @@ kafka_jars() {
 }
 
 start_kafka() {
+  if ! pid_alive "$KAFKA_PID"; then
+    refuse_foreign "$KAFKA_PORT" kafka "$KAFKA_PID"
+    refuse_foreign "$KAFKA_CONTROLLER_PORT" kafka_controller "$KAFKA_PID"
+  fi
   ensure_java
   kafka_jars
   local data="$KAFKA_STATE/data" props="$KAFKA_STATE/server.properties"
-  sed "s#@DATA_DIR@#$data#" "$KAFKA_DIR/server.properties.in" >"$props"
+  sed -e "s#@DATA_DIR@#$data#" -e "s#@PORT@#$KAFKA_PORT#g" \
+    -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+    "$KAFKA_DIR/server.properties.in" >"$props"
   local java=(java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$KAFKA_DIR/log4j2.yaml" -cp "$KAFKA_DIR/lib/*")
   if [ ! -f "$data/meta.properties" ]; then
@@ -92,8 +152,7 @@ start_kafka() {
       >>"$KAFKA_LOG" 2>&1 || die "Kafka storage format failed; see $KAFKA_LOG"
   fi
   if ! pid_alive "$KAFKA_PID"; then
-    port_open 9092 && die "port 9092 is taken by a process this stack did not start"
-    say "starting Kafka"
+    say "starting Kafka on 127.0.0.1:$KAFKA_PORT"
     nohup "${java[@]}" kafka.Kafka "$props" >>"$KAFKA_LOG" 2>&1 &
     echo $! >"$KAFKA_PID"
   fi
@@ -116,21 +175,7 @@ stop_pid() { # stop_pid PIDFILE NAME [nokill]: TERM, wait up to 60 s, then KILL
   rm -f "$1"
 }
 
-stop_kafka() { stop_pid "$KAFKA_PID" Kafka; }
-
-stop_mariadb() {
-if pid_alive "$MARIADB_PID"; then
-  say "stopping MariaDB"
-  mariadb-admin -uroot shutdown || kill "$(cat "$MARIADB_PID")"
-  stop_pid "$MARIADB_PID" MariaDB nokill
-fi
-rm -f "$MARIADB_PID"
-}
-
-stop_postgres() {
-if [ -f "$PG_MARK" ]; then
-  say "stopping PostgreSQL $(cat "$PG_MARK")"
-  pg_ctlcluster "$(cat "$PG_MARK")" main stop || true
-  rm -f "$PG_MARK"
-fi
+stop_kafka() {
+  stop_pid "$KAFKA_PID" Kafka
+  stopped "$KAFKA_PORT" Kafka
 }

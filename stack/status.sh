@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# Show which parts of the local stack are running.
+# Show which parts of the local stack are running (its own instances, lib.sh's ports).
 source "$(dirname "$0")/lib.sh"
 set +e
 row() { printf '%-11s %-8s %s\n' "$1" "$2" "$3"; }
-if pid_alive "$KAFKA_PID"; then row kafka up "pid $(cat "$KAFKA_PID"), 127.0.0.1:9092, log $KAFKA_LOG"
-else row kafka down ""; fi
-if mariadb-admin -uroot --connect-timeout=2 ping >/dev/null 2>&1; then
-  owner="not started by the stack"; pid_alive "$MARIADB_PID" && owner="pid $(cat "$MARIADB_PID")"
-  row mariadb up "$owner, 127.0.0.1:3306"
-else row mariadb down ""; fi
-if pg_lsclusters -h 2>/dev/null | awk '$2=="main" && $4=="online"' | grep -q .; then
-  owner="not started by the stack"; [ -f "$PG_MARK" ] && owner="started by the stack"
-  row postgresql up "$owner, 127.0.0.1:5432"
-else row postgresql down ""; fi
+show() { # show NAME PIDFILE PORT LOG
+  if pid_alive "$2"; then row "$1" up "pid $(head -n 1 "$2"), 127.0.0.1:$3, log $4"
+  elif port_open "$3"; then row "$1" foreign "127.0.0.1:$3 answers, but not the stack's"
+  else row "$1" down ""; fi
+}
+show kafka "$KAFKA_PID" "$KAFKA_PORT" "$KAFKA_LOG"
+show postgresql "$PG_DATA/postmaster.pid" "$PG_PORT" "$PG_LOG"
+show mariadb "$MARIADB_PID" "$MARIADB_PORT" "$MARIADB_LOG"
 if [ -x "$PY" ] && pid_alive "$KAFKA_PID"; then "$PY" "$ROOT/stack/kafka_admin.py" describe; fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the local stack (Kafka KRaft, PostgreSQL, MariaDB) on 127.0.0.1. Idempotent:
-# anything already running is left alone, so a second `make up` returns in seconds.
+# what the stack already runs is left alone, so a second `make up` returns in seconds;
+# servers of the machine's own (on other ports) are never used or touched.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/services.sh"
 mkdir -p "$STATE" "$KAFKA_STATE" "$MARIADB_STATE"
@@ -10,4 +11,5 @@ mkdir -p /var/lib/wado/storage  # the default WADO_STORAGE_ROOTS
 start_postgres
 start_mariadb
 start_kafka
-say "up: Kafka 127.0.0.1:9092, PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306"
+ensure_dcmtk
+say "up: Kafka 127.0.0.1:$KAFKA_PORT, PostgreSQL 127.0.0.1:$PG_PORT, MariaDB 127.0.0.1:$MARIADB_PORT"

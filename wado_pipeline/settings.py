@@ -127,7 +127,7 @@ class Settings:
     local stack that ``make up`` starts."""
 
     kafka_bootstrap: str = _setting(
-        "WADO_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers"
+        "WADO_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "Kafka bootstrap servers"
     )
     storage_topic: str = _setting(
         "WADO_STORAGE_TOPIC", "storage_queue", "topic the receiver publishes store messages to"
@@ -154,7 +154,7 @@ class Settings:
     )
     postgres_url: str = _setting(
         "WADO_POSTGRES_URL",
-        "postgresql+psycopg2://wado:wado@127.0.0.1:5432/wado",
+        "postgresql+psycopg2://wado:wado@127.0.0.1:15432/wado",
         "SQLAlchemy URL of the index database",
     )
     postgres_schema: str = _setting(
@@ -162,7 +162,7 @@ class Settings:
     )
     doris_url: str = _setting(
         "WADO_DORIS_URL",
-        "mysql+pymysql://wado:wado@127.0.0.1:3306/wado",
+        "mysql+pymysql://wado:wado@127.0.0.1:13306/wado",
         "SQLAlchemy URL of Doris' MySQL protocol (or MariaDB)",
     )
     doris_flavor: str = _setting(

@@ -4,7 +4,9 @@ dumps, topic reads, stack services). Fixtures stay in ``conftest``."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from datetime import datetime, timedelta
@@ -193,6 +195,27 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def await_exit_of_processes_mentioning(text: str, timeout: float, what: str) -> None:
+    """Wait until no process mentions ``text``; past ``timeout``, kill those left and fail
+    naming each (pid and command), so a shutdown that hangs says what kept it alive."""
+    try:
+        wait_until(lambda: not processes_mentioning(text), timeout, what, interval=2)
+    except AssertionError:
+        left = []
+        for pid in processes_mentioning(text):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+            left.append(f"pid {pid}: {cmd.decode(errors='replace')[:200]}")
+        if left:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; still running (now "
+                "killed):\n" + "\n".join(left)
+            ) from None
+
+
 def service(name: str, action: str) -> None:
     """Stop or start one service of the local stack (stack/service.sh)."""
     subprocess.run(
@@ -251,3 +274,51 @@ def ranges(result) -> list[tuple[int, int, int]]:
         rng = range_from_run_config(r.run_config)
         out.append((rng.partition, rng.start, rng.end))
     return out
+
+
+def drain_through_sensor(settings: Settings, instance: DagsterInstance, timeout: float = 120):
+    """Tick the storage topic sensor until it has handed every offset of the topic to a
+    run, running each requested range in process as it comes; returns the runs' results.
+    Ticks come about once a second: a small batch waits for its age trigger."""
+    ends = {
+        p: n for p, n in end_offsets(settings.kafka_bootstrap, settings.storage_topic).items() if n
+    }
+    handed: dict[int, int] = {}
+    results = []
+    state = {"cursor": None}
+
+    def step() -> bool:
+        result = tick(settings, instance, state["cursor"])
+        state["cursor"] = result.cursor or state["cursor"]
+        for partition, start, end in ranges(result):
+            results.append(run_range(settings, instance, partition, start, end))
+            handed[partition] = max(handed.get(partition, 0), end)
+        return all(handed.get(p, 0) >= n for p, n in ends.items())
+
+    wait_until(step, timeout, "the sensor to hand every offset to a run")
+    return results
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        return {tp.partition: n for tp, n in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+SITE_PG_DDL = PROJECT / "wado_pipeline_tests" / "fixtures" / "site_pg.sql"
+
+
+def site_postgres_tables(settings: Settings) -> None:
+    """Replace the namespace's tables with the site's own (fixture DDL); the error
+    table, which a site lacks, is what `init-db` adds."""
+    engine = create_engine(settings.postgres_url)
+    schema = settings.postgres_schema
+    with engine.begin() as conn:
+        conn.execute(text(f'SET search_path TO "{schema}"'))
+        for t in ("dicom_state_meta", "dicom_image_meta", "dicom_object_meta"):
+            conn.execute(text(f'DROP TABLE "{schema}".{t}'))
+        conn.exec_driver_sql(SITE_PG_DDL.read_text())
+    engine.dispose()

@@ -201,7 +201,7 @@ def bench_rows_vs_dataframe(repeat: int = 20) -> dict[str, dict]:
 
     with tempfile.TemporaryDirectory() as tmp:
         items = list(synthetic_archive(Path(tmp), "bench", 1, seed="rows", rows=64))
-        path, ds, _ = items[0]
+        _, ds, _ = items[0]
         image = build_records(ds, "bench", datetime.now(), 0).image
     out = {}
     for n in (50, 2000):

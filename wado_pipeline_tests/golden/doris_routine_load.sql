@@ -147,7 +147,7 @@ PROPERTIES (
     "max_error_number" = "1000"
 )
 FROM KAFKA (
-    "kafka_broker_list" = "127.0.0.1:9092",
+    "kafka_broker_list" = "127.0.0.1:19092",
     "kafka_topic" = "log_queue",
     "property.group.id" = "doris_dicom_object_meta_load",
     "property.kafka_default_offsets" = "OFFSET_BEGINNING"
@@ -193,7 +193,7 @@ PROPERTIES (
     "max_error_number" = "1000"
 )
 FROM KAFKA (
-    "kafka_broker_list" = "127.0.0.1:9092",
+    "kafka_broker_list" = "127.0.0.1:19092",
     "kafka_topic" = "dicom_state_queue",
     "property.group.id" = "doris_dicom_state_meta_load",
     "property.kafka_default_offsets" = "OFFSET_BEGINNING"
@@ -247,7 +247,7 @@ PROPERTIES (
     "max_error_number" = "1000"
 )
 FROM KAFKA (
-    "kafka_broker_list" = "127.0.0.1:9092",
+    "kafka_broker_list" = "127.0.0.1:19092",
     "kafka_topic" = "dicom_image_queue",
     "property.group.id" = "doris_dicom_image_meta_load",
     "property.kafka_default_offsets" = "OFFSET_BEGINNING"

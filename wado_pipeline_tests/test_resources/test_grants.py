@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from wado_pipeline.dev.sandbox import PROJECT
+
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
@@ -38,8 +40,9 @@ def test_grants_name_no_ddl_and_no_delete():
 
 
 def psql_as_superuser(sql: str) -> subprocess.CompletedProcess:
+    """``sql`` as the superuser of the stack's own PostgreSQL, database ``wado``."""
     return subprocess.run(
-        ["su", "postgres", "-c", "psql -v ON_ERROR_STOP=1 -d wado -q"],
+        ["bash", str(PROJECT / "stack/superuser.sh"), "postgres", "wado"],
         input=sql,
         capture_output=True,
         text=True,
@@ -47,7 +50,13 @@ def psql_as_superuser(sql: str) -> subprocess.CompletedProcess:
 
 
 def mariadb_as_root(sql: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["mariadb", "-uroot"], input=sql, capture_output=True, text=True)
+    """``sql`` as root of the stack's own MariaDB."""
+    return subprocess.run(
+        ["bash", str(PROJECT / "stack/superuser.sh"), "mariadb"],
+        input=sql,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.stack

@@ -3,6 +3,8 @@ a store message of exactly the storage topic's limit, its dead letter, and a sit
 dead-letter topic is too small for it. And the group offset held by a failed batch."""
 
 import json
+import random
+import string
 
 import pytest
 from dagster import ReexecutionOptions, execute_job, instance_for_test
@@ -43,9 +45,11 @@ def topic_config(settings, topic: str, key: str) -> str:
 
 
 def bad_message_of_size(good: dict, size: int) -> bytes:
-    """A store message with one bad field (file_size a string), padded to ``size`` bytes."""
+    """A store message with one bad field (file_size a string), padded to ``size`` bytes
+    with text no codec shrinks (the pipeline's producer compresses, as a site's does)."""
     base = json.dumps(dict(good, file_size="not a number", padding="")).encode()
-    value = json.dumps(dict(good, file_size="not a number", padding="x" * (size - len(base))))
+    filler = "".join(random.Random(size).choices(string.ascii_letters + string.digits, k=size))
+    value = json.dumps(dict(good, file_size="not a number", padding=filler[: size - len(base)]))
     assert len(value.encode()) == size
     return value.encode()
 

@@ -11,8 +11,8 @@ from sqlalchemy import create_engine, text
 from wado_pipeline.core.contract import JOB_NAME, PARTITION_TAG, RANGE_TAG
 from wado_pipeline.dev.sandbox import dagster_process
 from wado_pipeline_tests.support import (
+    await_exit_of_processes_mentioning,
     encode,
-    processes_mentioning,
     synthetic_messages,
     wait_until,
 )
@@ -73,9 +73,6 @@ def test_daemon_ingests_without_manual_steps(
             instance.dispose()
     # Code servers and run workers must end too: a run process that kept its header-
     # parsing pool alive would never exit (multiprocessing joins children on exit).
-    wait_until(
-        lambda: not processes_mentioning(str(home)),
-        60,
-        "the code servers and run workers of this test to exit",
-        interval=2,
+    await_exit_of_processes_mentioning(
+        str(home), 60, "the code servers and run workers of this test to exit"
     )

@@ -29,7 +29,13 @@ from sqlalchemy.engine import make_url
 from wado_pipeline.cli.receiver import receiver_layout, store_message
 from wado_pipeline.core import schema as S
 from wado_pipeline.dev.routine_load_standin import RoutineLoadStandIn
-from wado_pipeline_tests.support import consume_all, dump_tables, run_range, verify
+from wado_pipeline_tests.support import (
+    consume_all,
+    dump_tables,
+    run_range,
+    site_postgres_tables,
+    verify,
+)
 from wado_pipeline_tests.test_resources.test_grants import mariadb_as_root
 
 pytestmark = pytest.mark.stack
@@ -96,19 +102,6 @@ def upstream_traffic(root: Path) -> list[dict]:
     return out
 
 
-def _site_postgres_tables(settings) -> None:
-    """Replace the namespace's tables with the site's own (fixture DDL); the error
-    table, which a site lacks, is what `init-db` adds."""
-    engine = create_engine(settings.postgres_url)
-    schema = settings.postgres_schema
-    with engine.begin() as conn:
-        conn.execute(text(f'SET search_path TO "{schema}"'))
-        for t in ("dicom_state_meta", "dicom_image_meta", "dicom_object_meta"):
-            conn.execute(text(f'DROP TABLE "{schema}".{t}'))
-        conn.exec_driver_sql((FIXTURES / "site_pg.sql").read_text())
-    engine.dispose()
-
-
 def _run_all(settings, counts: dict[int, int]):
     """One run per partition, then a verification of them all: (runs, verification)."""
     results = []
@@ -142,7 +135,7 @@ def test_upstream_traffic_into_site_tables(load, settings, storage_root, produce
         doris_load=load,
         routine_load_wait_seconds=120.0,
     )
-    _site_postgres_tables(site)
+    site_postgres_tables(site)
     messages = upstream_traffic(storage_root)
     originals = {m["trace_id"]: m for m in messages}
     assert sum(m["transfer_status"] == "NeedTransfer" for m in messages) == len(COMPRESSED)
@@ -208,9 +201,11 @@ def test_upstream_traffic_into_site_tables(load, settings, storage_root, produce
     }
     assert {r.key.decode() for r in state} == want_state_keys
     # the rows describe the files as they now are on disk
+    path_of = {m["sop_uid"]: Path(m["file_path"]) for m in messages}
     for r in image:
         row = json.loads(r.value)
-        on_disk = Path(row["pixel_data_location"])
+        assert row["pixel_data_location"] is None and row["image_status"] == "ACTIVE"
+        on_disk = path_of[row["sop_uid"]]
         assert row["space_size"] == on_disk.stat().st_size
         assert row["transfer_syntax_uid"] == str(
             pydicom.dcmread(on_disk, stop_before_pixels=True).file_meta.TransferSyntaxUID
@@ -246,7 +241,7 @@ def test_upstream_traffic_into_site_tables(load, settings, storage_root, produce
 def test_a_missing_column_fails_the_run_once_naming_it(settings, produce, storage_root):
     """A site table without a column the pipeline writes: the run fails before any row,
     with the table and column named, and is not retried row by row."""
-    _site_postgres_tables(settings)
+    site_postgres_tables(settings)
     engine = create_engine(settings.postgres_url)
     with engine.begin() as conn:
         conn.execute(

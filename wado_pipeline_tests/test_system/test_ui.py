@@ -17,8 +17,8 @@ import requests
 from wado_pipeline.core import schema as S
 from wado_pipeline.dev.sandbox import dagster_process
 from wado_pipeline_tests.support import (
+    await_exit_of_processes_mentioning,
     encode,
-    processes_mentioning,
     synthetic_messages,
     wait_until,
 )
@@ -55,12 +55,7 @@ def running_dagster_dev(
     with dagster_process(command, settings, home, storage_url, stop_signal=signal.SIGINT) as proc:
         wait_until(up, 120, "the Dagster webserver", interval=1)
         yield url, proc
-    wait_until(
-        lambda: not processes_mentioning(str(home)),
-        60,
-        "dagster dev's processes to exit",
-        interval=2,
-    )
+    await_exit_of_processes_mentioning(str(home), 120, "dagster dev's processes to exit")
 
 
 @pytest.fixture
