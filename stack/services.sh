@@ -34,7 +34,7 @@ start_postgres() {
     say "creating the stack's PostgreSQL $PG_VERSION data directory in $PG_DATA"
     su postgres -c "$(pg_bin initdb) -D '$PG_DATA' -U postgres --auth-local=trust \
       --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8" >"$PG_STATE/initdb.log" 2>&1 \
-      || die "initdb failed; see $PG_STATE/initdb.log"
+      || { rm -rf "$PG_DATA"; die "initdb failed; see $PG_STATE/initdb.log"; }
   fi
   if ! pid_alive "$PG_DATA/postmaster.pid"; then
     say "starting PostgreSQL $PG_VERSION on 127.0.0.1:$PG_PORT"
@@ -79,9 +79,8 @@ start_mariadb() {
   if [ ! -d "$MARIADB_DATA/mysql" ]; then
     say "creating the stack's MariaDB data directory in $MARIADB_DATA"
     mariadb-install-db --no-defaults --user=mysql --datadir="$MARIADB_DATA" \
-      --auth-root-authentication-method=socket --skip-auth-anonymous-user \
-      >"$MARIADB_STATE/install-db.log" 2>&1 \
-      || die "mariadb-install-db failed; see $MARIADB_STATE/install-db.log"
+      --auth-root-authentication-method=socket >"$MARIADB_STATE/install-db.log" 2>&1 \
+      || { rm -rf "$MARIADB_DATA"; die "mariadb-install-db failed; see $MARIADB_STATE/install-db.log"; }
   fi
   if ! pid_alive "$MARIADB_PID"; then
     say "starting MariaDB on 127.0.0.1:$MARIADB_PORT"

@@ -15,6 +15,16 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# An error page as Doris writes one: reasons, with the rejected rows and values quoted.
+ERROR_PAGE = (
+    "Reason: column `study_date` is not a date. src line: [T1 PAT-SECRET-1 Yamada^Tarou "
+    "19700101]\n"
+    "Reason: column_name[patient_name], the length of input is too long than schema. first "
+    "32 bytes of input str: [Yamada^Tarou=山田^太郎] schema length: 64; actual length: 70; . "
+    "src line [T1,PAT-SECRET-1,Yamada^Tarou=山田^太郎];\n"
+)
+PATIENT_VALUES = ("PAT-SECRET-1", "Yamada", "19700101", "山田")
+
 
 @dataclass
 class DorisProtocolState:
@@ -45,7 +55,7 @@ def _handler(state: DorisProtocolState, role: str, be_port_ref: list[int]):
 
         def do_GET(self):
             if self.path.startswith("/error_log"):
-                self._reply(200, "Reason: column `study_date` is not a date. src line: [...]")
+                self._reply(200, ERROR_PAGE)
             else:
                 self._reply(404, {"msg": "not found"})
 

@@ -105,6 +105,9 @@ class PartitionState:
     oldest_ts: int | None = None  # broker timestamp (ms) of the message at ts_offset
     ts_offset: int | None = None
     holes: list[Hole] = field(default_factory=list)
+    # Relaunches requested so far: the number in each relaunch's run key. It only grows,
+    # so no relaunch reuses a key (Dagster launches a run key once, whatever its end).
+    relaunches: int = 0
 
 
 @dataclass
@@ -133,6 +136,7 @@ class Cursor:
                         "next": s.next,
                         "oldest_ts": s.oldest_ts,
                         "ts_offset": s.ts_offset,
+                        **({"relaunches": s.relaunches} if s.relaunches else {}),
                         **(
                             {
                                 "holes": [
@@ -166,6 +170,7 @@ class Cursor:
                     oldest_ts=s.get("oldest_ts"),
                     ts_offset=s.get("ts_offset"),
                     holes=[Hole(*h) for h in s.get("holes", [])],
+                    relaunches=s.get("relaunches", 0),
                 )
                 for p, s in obj.get("partitions", {}).items()
             },
@@ -293,6 +298,23 @@ def due_relaunches(holes: list[Hole], now_ms: int, max_size: int, allowed: int) 
         due.append(
             Hole(h.start, min(h.end, h.start + max_size), h.first_seen_ms, h.attempts, now_ms)
         )
+    return due
+
+
+def relaunch(
+    state: PartitionState, gaps: list[tuple[int, int]], now_ms: int, max_size: int, allowed: int
+) -> list[tuple[Hole, int]]:
+    """Track a partition's holes (``gaps``: unprocessed, nothing in flight) and pick the
+    relaunches due now, each with its relaunch number (its run key's suffix).
+
+    A hole vanishes while a relaunch covers it and comes back when that run fails, with
+    its attempts forgotten; the partition's count does not forget, so every relaunch
+    gets a key Dagster has not launched yet, however long an outage lasts."""
+    state.holes = track_holes(state.holes, gaps, now_ms)
+    due = []
+    for hole in due_relaunches(state.holes, now_ms, max_size, allowed):
+        state.relaunches += 1
+        due.append((hole, state.relaunches))
     return due
 
 

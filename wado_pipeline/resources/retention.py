@@ -170,7 +170,6 @@ def prune(
             )
             if not records:
                 return
-            cursor = records[-1].dagster_run.run_id
             report.examined += len(records)
             candidates = [_finished_run(r, topic) for r in records]
             failed = [c for c in candidates if not c.succeeded and c.ranges]
@@ -180,6 +179,13 @@ def prune(
             report.kept_unresolved += len(candidates) - len(ids) - latest
             delete_runs(instance, ids)
             report.deleted += len(ids)
+            # Dagster pages with ``id > (the cursor run's id)``: a deleted cursor run ends
+            # the pass with an empty page. Page on from the last run this page kept (or,
+            # when it kept none, from the same place as before: those runs are gone).
+            gone = set(ids)
+            kept = [c.run_id for c in candidates if c.run_id not in gone]
+            if kept:
+                cursor = kept[-1]
 
     cutoff = now - retention_s
     one_pass(cutoff)

@@ -37,6 +37,33 @@ DONE = "done"
 ALREADY = "already_loaded"
 
 
+# Doris' error page quotes the rejected source rows ("src line [...]") and their values
+# ("first 32 bytes of input str: [...]"): patient names, IDs, birth dates. Only the
+# reasons, with every quoted value masked, may reach a run's failure text.
+_SOURCE_LINE = re.compile(r"\.?\s*src line.*$", re.IGNORECASE)
+_QUOTED = re.compile(r"\[[^\]]*\]|'[^']*'|\"[^\"]*\"")
+_COLUMN_NAME = re.compile(r"(column(?:_name)?)\s*[\[(]\s*`?(\w+)`?\s*[\])]", re.IGNORECASE)
+MAX_REASONS = 3
+
+
+def error_reasons(page: str) -> str:
+    """The reasons of a Doris error page without any source value: column names kept,
+    every bracketed or quoted value replaced by ``[…]``, at most ``MAX_REASONS`` distinct
+    reasons and the count of error lines."""
+    reasons: list[str] = []
+    lines = [line for line in page.splitlines() if line.strip()]
+    for line in lines:
+        text = _SOURCE_LINE.sub("", line)
+        names = _COLUMN_NAME.findall(text)
+        text = _QUOTED.sub("[…]", _COLUMN_NAME.sub(r"\1 <\2>", text)).strip()
+        for word, name in names:
+            text = text.replace(f"{word} <{name}>", f"{word} `{name}`", 1)
+        if text and text not in reasons:
+            reasons.append(text[:200])
+    shown = "; ".join(reasons[:MAX_REASONS])
+    return f"{len(lines)} error line(s): {shown}" if shown else f"{len(lines)} error line(s)"
+
+
 class StreamLoadError(Exception):
     """Doris refused the load (``Fail``) or never gave a final answer."""
 
@@ -164,7 +191,8 @@ class StreamLoader:
             error_url = answer.get("ErrorURL")
             if error_url:
                 try:
-                    detail += " | " + self.session.get(error_url, timeout=self.timeout).text[:2000]
+                    page = self.session.get(error_url, timeout=self.timeout).text
+                    detail += " | " + error_reasons(page)
                 except requests.RequestException as exc:
                     detail += f" | ErrorURL unreadable ({type(exc).__name__})"
             raise StreamLoadError(f"{table.name}: Stream Load {status or 'failed'}: {detail}")

@@ -40,10 +40,9 @@ from wado_pipeline.core.batching import (
     OffsetRange,
     PartitionState,
     claim_past,
-    due_relaunches,
     plan_batches,
+    relaunch,
     slices,
-    track_holes,
 )
 from wado_pipeline.core.contract import (
     DATA_LANE,
@@ -90,13 +89,14 @@ class UndecodableTopic(Exception):
     (a codec library is missing). Fails the tick, cursor unchanged, naming the codec."""
 
 
-def run_request_for(rng: OffsetRange, attempt: int = 0) -> RunRequest:
-    """The run of a range; ``attempt`` > 0 for the sensor's relaunch of a failed range."""
+def run_request_for(rng: OffsetRange, attempt: int = 0, number: int = 0) -> RunRequest:
+    """The run of a range; for the sensor's relaunch of a failed range, ``attempt`` (the
+    hole's, in the run's tag) and ``number`` (the partition's, in its unique run key)."""
     tags = tags_for(rng)
     if attempt:
         tags[RELAUNCH_TAG] = str(attempt)
     return RunRequest(
-        run_key=rng.run_key + (f"#relaunch-{attempt}" if attempt else ""),
+        run_key=rng.run_key + (f"#relaunch-{number}" if number else ""),
         run_config=run_config_for(rng),
         tags=tags,
     )
@@ -253,15 +253,17 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
             gaps = done.unprocessed(upto=state.next)
             covered = [rng for rng in (range_from_tags(r.tags) for r in mine) if rng is not None]
             covered += claimed.get(p, [])
-            state.holes = track_holes(state.holes, subtract(gaps, covered), now_ms)
             allowed = policy.max_inflight - inflight[p]
-            for h in due_relaunches(state.holes, now_ms, policy.max_batch_messages, allowed):
+            due = relaunch(
+                state, subtract(gaps, covered), now_ms, policy.max_batch_messages, allowed
+            )
+            for h, number in due:
                 rng = OffsetRange(topic, p, h.start, h.end)
                 context.log.warning(
                     f"{topic}[{p}] offsets {h.start}..{h.end - 1} unprocessed: "
                     f"relaunch {h.attempts}"
                 )
-                requests.append(run_request_for(rng, attempt=h.attempts))
+                requests.append(run_request_for(rng, attempt=h.attempts, number=number))
                 inflight[p] += 1
 
         plan = plan_batches(

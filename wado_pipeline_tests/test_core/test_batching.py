@@ -7,6 +7,7 @@ from wado_pipeline.core.batching import (
     PartitionState,
     merge_ranges,
     plan_batches,
+    relaunch,
 )
 
 POLICY = BatchPolicy(batch_messages=50, wait_seconds=5, max_batch_messages=2000, max_inflight=3)
@@ -219,3 +220,35 @@ def test_a_tick_requests_the_partitions_round_robin():
     plan = plan_batches(c, {0: (0, 3400), 1: (0, 3800), 2: (0, 2100)}, NOW, POLICY)
     order = [(r.partition, r.start) for r in plan.ranges]
     assert order == [(0, 0), (1, 0), (2, 0), (0, 2000), (1, 2000), (2, 2000)]
+
+
+def test_relaunches_over_a_six_hour_outage_get_fresh_keys_and_keep_pace():
+    """The sensor's relaunch rules, tick by tick (5 s) over a 6-hour outage: each
+    relaunch is in flight for 30 s (its hole covered, so forgotten), then fails and the
+    hole comes back. Every relaunch needs a run key of its own (Dagster launches a key
+    once), and one follows within the promised minute of the hole coming back."""
+    tick_ms, in_flight_ms, outage_ms = 5_000, 30_000, 6 * 3600 * 1000
+    state = PartitionState(next=100)
+    keys: list[str] = []
+    launched_at: list[int] = []
+    running_until = None  # the relaunch in flight ends (fails) then
+    back_since = 0  # when the hole last became uncovered
+    worst_wait = 0
+    rng = OffsetRange("t", 0, 0, 100)
+    for now in range(0, outage_ms + 10 * 60_000, tick_ms):
+        if running_until is not None and now >= running_until:
+            running_until = None
+            if now >= outage_ms:  # the service is back: this relaunch succeeded
+                break
+            back_since = now
+        gaps = [] if running_until is not None else [(rng.start, rng.end)]
+        for _hole, number in relaunch(state, gaps, now, 2000, 1):
+            keys.append(rng.run_key + f"#relaunch-{number}")
+            launched_at.append(now)
+            worst_wait = max(worst_wait, now - back_since)
+            running_until = now + in_flight_ms
+        state = Cursor.from_json(Cursor("t", {0: state}).to_json(), "t").partitions[0]
+    assert len(keys) == len(set(keys)), "a relaunch reused a run key"
+    assert launched_at[-1] >= outage_ms - 60_000  # relaunched right up to the recovery
+    assert worst_wait <= 60_000
+    assert len(keys) >= outage_ms // (in_flight_ms + 60_000)

@@ -20,7 +20,7 @@ from wado_pipeline.resources.stream_load import (
     encode_rows,
     make_label,
 )
-from wado_pipeline_tests.doris_protocol import DorisProtocolServer
+from wado_pipeline_tests.doris_protocol import PATIENT_VALUES, DorisProtocolServer
 
 
 def rows(n=3):
@@ -89,10 +89,15 @@ def test_label_running_waits_then_finished(doris_http):
     assert len(doris_http.state.rows["dicom_object_meta"]) == 3
 
 
-def test_fail_raises_with_error_url_text(doris_http):
+def test_fail_raises_with_the_error_pages_reasons_and_no_source_values(doris_http):
+    """The reasons reach the run's failure text; the rows Doris quotes (patient data)
+    do not."""
     doris_http.state.scenario = ["fail"]
-    with pytest.raises(StreamLoadError, match="study_date` is not a date"):
+    with pytest.raises(StreamLoadError, match="study_date` is not a date") as failed:
         loader(doris_http).load(S.OBJECT_META, rows(), "L5")
+    text = str(failed.value)
+    assert "patient_name" in text and "2 error line(s)" in text
+    assert not [v for v in PATIENT_VALUES if v in text], text
     assert doris_http.state.rows == {}
 
 
