@@ -80,7 +80,18 @@ ensure_maven() {  # Maven resolves Kafka's jars from Maven Central
 
 # The upstream programs the side-by-side tests run beside the pipeline (absent from a
 # user's own clone: then nothing is installed and those tests say why they skip).
-UPSTREAM_DIR="${WADO_UPSTREAM_DIR:-$ROOT/../shared/upstream}"
+upstream_dir() {  # WADO_UPSTREAM_DIR, else shared/upstream beside the project or a parent
+  local dir="$ROOT"
+  if [ -n "${WADO_UPSTREAM_DIR:-}" ]; then echo "$WADO_UPSTREAM_DIR"; return; fi
+  while [ "$dir" != / ]; do
+    dir=$(dirname "$dir")
+    if [ -d "$dir/shared/upstream/bin" ]; then echo "$dir/shared/upstream"; return; fi
+  done
+  # this workplace's shared folder, for a clone made somewhere else (CI's)
+  if [ -d /work/shared/upstream/bin ]; then echo /work/shared/upstream; return; fi
+  echo "$ROOT/../shared/upstream"
+}
+UPSTREAM_DIR="$(upstream_dir)"
 
 ensure_dcmtk() {  # dcmtk's storescu sends real DICOM files to upstream's receiver
   if [ -x "$UPSTREAM_DIR/bin/wado-storescp" ] && ! command -v storescu >/dev/null 2>&1; then

@@ -7,7 +7,10 @@ the UI shows the variable's name, never a password.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import secrets
 
 from dagster import (
     AssetSelection,
@@ -22,7 +25,7 @@ from wado_pipeline.assets.ingest import build_ingest_assets
 from wado_pipeline.assets.keys import asset_keys, sink_keys
 from wado_pipeline.assets.rebuild import rebuild_sink
 from wado_pipeline.assets.retention import prune_dagster_storage
-from wado_pipeline.core.contract import JOB_NAME, VERIFY_JOB
+from wado_pipeline.core.contract import JOB_NAME, UPKEEP_JOB_TAGS, VERIFY_JOB
 from wado_pipeline.resources.doris import (
     DorisBackend,
     DorisInsertResource,
@@ -58,13 +61,33 @@ def doris_resource(settings: Settings, url) -> DorisBackend:
     )
 
 
+# Names this process gives the secrets that come from a site file or a default: keyed
+# by a key of its own, so the names (which the UI shows) say nothing of the values.
+_PROCESS_KEY = secrets.token_bytes(16)
+
+
+def _process_variable(env: str, value: str) -> str:
+    """An environment variable of this process holding ``value`` (a URL with its
+    password, from the site file or a default), so the resource can name it as an
+    ``EnvVar``: every process that loads the definitions sets its own."""
+    digest = hmac.new(_PROCESS_KEY, value.encode(), hashlib.sha256).hexdigest()[:12]
+    name = f"{env}_RESOLVED_{digest.upper()}"
+    os.environ[name] = value
+    return name
+
+
 def build_resources(settings: Settings, env_secrets: bool = True) -> dict:
-    """The resources for ``settings``. With ``env_secrets``, URLs set in the environment
-    are passed as ``EnvVar`` (the UI shows the variable, not the password); outside
-    Dagster (the CLI) plain values are used."""
+    """The resources for ``settings``. With ``env_secrets``, URLs are passed as ``EnvVar``
+    (the UI shows a variable's name, never a password): the setting's own variable when
+    it is set, else one of this process's holding the value from the site file or the
+    default. Outside Dagster (the CLI) plain values are used."""
 
     def _secret(env: str, value: str):
-        return EnvVar(env) if env_secrets and os.environ.get(env) else value
+        if not env_secrets:
+            return value
+        if os.environ.get(env):
+            return EnvVar(env)
+        return EnvVar(_process_variable(env, value))
 
     return {
         "kafka": KafkaResource(
@@ -97,6 +120,7 @@ def build_definitions(settings: Settings) -> Definitions:
         VERIFY_JOB,
         selection=AssetSelection.checks(*batch_checks),
         executor_def=in_process_executor,
+        tags=UPKEEP_JOB_TAGS,
         description="The batch checks over every batch that landed since the last "
         "verification (launched once a minute by its schedule when batches landed).",
     )

@@ -230,12 +230,6 @@ class Settings:
     freshness_fail_seconds: int = _setting(
         "WADO_FRESHNESS_FAIL_SECONDS", 900, "… and FAIL after this long"
     )
-    run_stale_seconds: float = _setting(
-        "WADO_RUN_STALE_SECONDS",
-        90.0,
-        "a `STARTED` run that stored no event for this long lost its worker: the sensor "
-        "marks it failed and its range is run again",
-    )
     run_retention_days: float = _setting(
         "WADO_RUN_RETENTION_DAYS",
         7.0,

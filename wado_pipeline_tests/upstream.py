@@ -31,7 +31,22 @@ from wado_pipeline.dev.sandbox import PROJECT
 from wado_pipeline.settings import Settings
 from wado_pipeline_tests.support import SITE_PG_DDL, end_offsets, wait_until
 
-UPSTREAM_DIR = Path(os.environ.get("WADO_UPSTREAM_DIR") or PROJECT.parent / "shared" / "upstream")
+# Where this workplace keeps its shared folder, for a clone made somewhere else (CI's).
+WORKPLACE = Path("/work")
+
+
+def _upstream_dir() -> Path:
+    """``WADO_UPSTREAM_DIR``, else the first ``shared/upstream`` beside the project or
+    beside one of its parents (a clone may sit deeper than ``../``)."""
+    if os.environ.get("WADO_UPSTREAM_DIR"):
+        return Path(os.environ["WADO_UPSTREAM_DIR"])
+    for parent in [*PROJECT.parents, WORKPLACE]:
+        if (parent / "shared" / "upstream" / "bin").is_dir():
+            return parent / "shared" / "upstream"
+    return PROJECT.parent / "shared" / "upstream"
+
+
+UPSTREAM_DIR = _upstream_dir()
 AE_TITLE = "STORE-SCP"
 # The receiver refuses a storage path of 64 characters or more.
 MAX_STORE_PATH = 63

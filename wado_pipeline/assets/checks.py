@@ -27,6 +27,7 @@ from dagster import (
 )
 from sqlalchemy import select
 
+from wado_pipeline.assets import steps
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batching import merge_ranges
 from wado_pipeline.core.contract import (
@@ -202,7 +203,7 @@ def build_batch_checks(keys: dict[str, AssetKey]):
             records, rejected = [], {}
             err = postgres.tables[S.INGEST_ERROR.name]
             for rng in ranges:
-                records.extend(kafka.read_range(rng.topic, rng.partition, rng.start, rng.end))
+                records.extend(steps.read_readable(kafka, rng)[0])  # what retention left
                 with postgres.engine.connect() as conn:
                     rejected.update(
                         {

@@ -10,12 +10,17 @@ from wado_pipeline.settings import Settings
 GROUP = "ingest"
 
 
+def topic_key(topic: str) -> AssetKey:
+    """A Kafka topic's asset."""
+    return AssetKey(["kafka", topic])
+
+
 def asset_keys(settings: Settings) -> dict[str, AssetKey]:
     keys = {
-        "storage": AssetKey(["kafka", settings.storage_topic]),
-        "state_topic": AssetKey(["kafka", settings.state_topic]),
-        "image_topic": AssetKey(["kafka", settings.image_topic]),
-        "dlq_topic": AssetKey(["kafka", settings.dlq_topic]),
+        "storage": topic_key(settings.storage_topic),
+        "state_topic": topic_key(settings.state_topic),
+        "image_topic": topic_key(settings.image_topic),
+        "dlq_topic": topic_key(settings.dlq_topic),
         "pg_errors": AssetKey(["postgres", S.INGEST_ERROR.name]),
         "group_offsets": AssetKey(["kafka", "consumer_groups", settings.consumer_group]),
     }

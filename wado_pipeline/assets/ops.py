@@ -32,6 +32,7 @@ from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 from pydantic import Field
 
 from wado_pipeline.assets import steps
+from wado_pipeline.assets.keys import topic_key
 from wado_pipeline.assets.metadata import batch_metadata, table_metadata
 from wado_pipeline.assets.steps import Batch
 from wado_pipeline.assets.storage_pool import pool_dagster_storage
@@ -53,6 +54,7 @@ from wado_pipeline.resources.kafka import (
     KafkaResource,
     OffsetRangeUnavailable,
 )
+from wado_pipeline.resources.lost_offsets import lost_offsets_evaluation
 from wado_pipeline.resources.postgres import PostgresResource
 from wado_pipeline.resources.run_history import (
     claimed_ranges,
@@ -203,6 +205,8 @@ def read_batch(
         raise Failure(description=str(exc)) from exc
     finally:
         shutdown_pool()  # a run worker must not end with live pool processes
+    for lost in batch.lost:
+        _report_lost(context, lost)
     g = batch.grouped
     context.log.info(
         f"{batch.describe() or 'nothing pending'}: {g.consumed} consumed, {g.accepted} "
@@ -210,6 +214,16 @@ def read_batch(
         f"{len(g.states)} series, {len(g.images)} instances"
     )
     return batch
+
+
+def _report_lost(context: OpExecutionContext, lost: OffsetRange) -> None:
+    """Offsets of the batch that expired from Kafka before they were read: the storage
+    topic's ``no_offsets_lost`` check fails, as when the sensor finds such offsets."""
+    event = lost_offsets_evaluation(
+        topic_key(lost.topic), lost, "; the rest of the batch is processed"
+    )
+    context.log.warning(event.description)
+    context.log_event(event)
 
 
 @op(
@@ -317,7 +331,11 @@ def write_doris(context: OpExecutionContext, batch: Batch, doris: DorisBackend):
     out=Out(Nothing),
 )
 def commit_offsets(
-    context: OpExecutionContext, batch: Batch, kafka: KafkaResource, ingest: IngestSettings
+    context: OpExecutionContext,
+    batch: Batch,
+    kafka: KafkaResource,
+    postgres: PostgresResource,
+    ingest: IngestSettings,
 ):
     """After every write succeeded: record the range as processed. The group's offset
     moves only over a contiguous prefix of processed ranges (``core.progress``), so a
@@ -334,7 +352,7 @@ def commit_offsets(
         )
     committed = {}
     for rng in batch.ranges:
-        progress = steps.commit(kafka, ingest.consumer_group, rng)
+        progress = steps.commit(kafka, postgres, ingest.consumer_group, rng)
         held = progress.committed < rng.end
         committed[f"{rng.topic}[{rng.partition}]"] = progress.committed
         context.log.info(

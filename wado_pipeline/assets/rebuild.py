@@ -82,10 +82,9 @@ def plan_rebuild(
         starts = {p: config.from_offset or 0 for p in parts}
     ranges = []
     for o in chosen:
-        done = progress.get(o.partition, PartitionProgress(o.beginning)).committed
+        done = progress.get(o.partition, PartitionProgress(o.beginning))
         start = max(starts[o.partition], o.beginning)
-        if done > start:
-            ranges.append(OffsetRange(topic, o.partition, start, done))
+        ranges += [OffsetRange(topic, o.partition, s, e) for s, e in done.processed(start)]
     messages = sum(r.end - r.start for r in ranges)
     slices = sum(-(-(r.end - r.start) // ingest.max_batch_messages) for r in ranges)
     context.instance.add_run_tags(
@@ -94,8 +93,7 @@ def plan_rebuild(
     context.add_output_metadata(
         {
             "sink": config.sink,
-            "ranges": "; ".join(f"{topic}[{r.partition}] {r.start}..{r.end - 1}" for r in ranges)
-            or "nothing processed there yet",
+            "ranges": "; ".join(str(r) for r in ranges) or "nothing processed there yet",
             "messages": messages,
             "runs": slices,
         }

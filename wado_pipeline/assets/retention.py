@@ -8,7 +8,7 @@ in ``resources.retention``.
 
 from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
 
-from wado_pipeline.core.contract import RETENTION_JOB
+from wado_pipeline.core.contract import RETENTION_JOB, UPKEEP_JOB_TAGS
 from wado_pipeline.resources import retention
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
@@ -54,6 +54,7 @@ def prune_runs(context: OpExecutionContext, kafka: KafkaResource, ingest: Ingest
 
 @job(
     name=RETENTION_JOB,
+    tags=UPKEEP_JOB_TAGS,
     description="Delete Dagster runs (events, check results) and ticks older than "
     "WADO_RUN_RETENTION_DAYS, keeping unresolved failures and each asset's latest "
     "materialization.",

@@ -16,7 +16,8 @@ from wado_pipeline.core.parallel import process_records
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.core.wire import encode_row, image_key, state_key
-from wado_pipeline.resources.kafka import KafkaResource, OutgoingMessage
+from wado_pipeline.resources.kafka import KafkaResource, OffsetRangeUnavailable, OutgoingMessage
+from wado_pipeline.resources.postgres import PostgresResource
 
 
 class CountsDoNotReconcile(Exception):
@@ -31,6 +32,9 @@ class Batch:
     ranges: list[OffsetRange]
     grouped: GroupedBatch
     timings: dict[str, float] = field(default_factory=dict)
+    # Parts of the ranges that retention deleted before they were read: reported lost,
+    # and committed with the rest (they can never be processed).
+    lost: list[OffsetRange] = field(default_factory=list)
 
     @property
     def range(self) -> OffsetRange:
@@ -76,9 +80,12 @@ def read_ranges(
     """``read`` over several ranges (of different partitions), grouped together."""
     t0 = time.perf_counter()
     records = []
+    lost = []
     for rng in ranges:
-        records.extend(kafka.read_range(rng.topic, rng.partition, rng.start, rng.end))
-    batch = Batch(list(ranges), GroupedBatch())
+        readable, gone = read_readable(kafka, rng)
+        records.extend(readable)
+        lost.extend(gone)
+    batch = Batch(list(ranges), GroupedBatch(), lost=lost)
     batch.timings["read_s"] = round(time.perf_counter() - t0, 4)
     t1 = time.perf_counter()
     batch.grouped = group(process_records(records, roots, workers, transcoding))
@@ -89,6 +96,22 @@ def read_ranges(
             f"counts do not reconcile: {g.consumed} != {g.accepted} + {len(g.rejections)}"
         )
     return batch
+
+
+def read_readable(kafka: KafkaResource, rng: OffsetRange) -> tuple[list, list[OffsetRange]]:
+    """The records of ``rng`` still in the partition, and the part of it retention
+    deleted first (a failed range relaunched after the log start moved past its start):
+    the readable rest is processed, not failed again forever."""
+    try:
+        return kafka.read_range(rng.topic, rng.partition, rng.start, rng.end), []
+    except OffsetRangeUnavailable as exc:
+        begin = exc.log_start
+        if begin is None or begin <= rng.start:
+            raise
+    gone = [OffsetRange(rng.topic, rng.partition, rng.start, min(begin, rng.end))]
+    if begin >= rng.end:
+        return [], gone
+    return kafka.read_range(rng.topic, rng.partition, begin, rng.end), gone
 
 
 def publish(
@@ -150,7 +173,13 @@ def error_rows(batch: Batch, run_id: str) -> list[dict]:
     return rows
 
 
-def commit(kafka: KafkaResource, consumer_group: str, rng: OffsetRange) -> PartitionProgress:
+def commit(
+    kafka: KafkaResource, postgres: PostgresResource, consumer_group: str, rng: OffsetRange
+) -> PartitionProgress:
     """Record the range as processed; the group's offset moves over the contiguous
-    prefix of processed ranges only (``core.progress``)."""
-    return kafka.commit_processed(consumer_group, rng.topic, rng.partition, rng.start, rng.end)
+    prefix of processed ranges only (``core.progress``). Commits of one partition take
+    turns (a lock in the index database): two runs of overlapping ranges (a retry beside
+    a re-execution) would otherwise both read the same progress and the later write
+    would drop the other's range, moving the offset back."""
+    with postgres.exclusive(f"wado commit {consumer_group} {rng.topic} {rng.partition}"):
+        return kafka.commit_processed(consumer_group, rng.topic, rng.partition, rng.start, rng.end)

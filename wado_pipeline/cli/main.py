@@ -229,6 +229,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore")  # pydicom warns about the corpus' odd files
     if args.mode == "parse":
         result = bench.bench_parse(n_synthetic=args.n or 600, repeat=args.repeat)
+    elif args.mode == "retention":
+        from wado_pipeline.dev import bench_retention
+
+        result = bench_retention.retention(args.n or (500 if args.quick else 5000))
     else:
         from wado_pipeline.dev import bench_pipeline
 
@@ -359,9 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
         "corpus plus synthetic CT/MR files. backlog: N messages already in the topic, "
         "processed (a) by the core loop without Dagster and (b) by dagster-daemon with "
         "the sensor and queued runs. steady: messages at fixed rates with the daemon "
-        "running; latency from produce to row visible. Needs the local stack (make up).",
+        "running; latency from produce to row visible. retention: N finished runs (5,000) "
+        "deleted by the pruning rules, runs per second. Needs the local stack (make up).",
     )
-    p.add_argument("mode", nargs="?", default="parse", choices=("parse", "backlog", "steady"))
+    p.add_argument(
+        "mode", nargs="?", default="parse", choices=("parse", "backlog", "steady", "retention")
+    )
     p.add_argument("-n", type=int, help="messages/files (parse 600, backlog 10,000)")
     p.add_argument("--quick", action="store_true", help="a small version (under 3 minutes)")
     p.add_argument("--repeat", type=int, default=3, help="parse: repetitions, best kept")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from wado_pipeline.core.progress import PartitionProgress, subtract
+
 
 @dataclass(frozen=True)
 class BatchPolicy:
@@ -43,6 +45,10 @@ class OffsetRange:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    def __str__(self) -> str:
+        """``topic[p] first..last`` (inclusive: what operators read in Kafka tools)."""
+        return f"{self.topic}[{self.partition}] {self.start}..{self.end - 1}"
 
     @property
     def run_key(self) -> str:
@@ -108,6 +114,19 @@ class PartitionState:
     # Relaunches requested so far: the number in each relaunch's run key. It only grows,
     # so no relaunch reuses a key (Dagster launches a run key once, whatever its end).
     relaunches: int = 0
+    # Where the sensor started on this partition: the group's progress before its first
+    # commit counts from here (see ``progress_of``).
+    start: int | None = None
+    # Unprocessed offsets below this were reported lost already (see ``expired_holes``).
+    lost_below: int = 0
+
+    def progress_of(self, group: PartitionProgress | None, beginning: int) -> PartitionProgress:
+        """The group's progress; before the group's first commit, nothing processed since
+        the sensor started. (From the log's current beginning instead, a hole that
+        retention passed before any commit would vanish, neither processed nor lost.)"""
+        if group is not None:
+            return group
+        return PartitionProgress(beginning if self.start is None else min(self.start, beginning))
 
 
 @dataclass
@@ -137,6 +156,8 @@ class Cursor:
                         "oldest_ts": s.oldest_ts,
                         "ts_offset": s.ts_offset,
                         **({"relaunches": s.relaunches} if s.relaunches else {}),
+                        **({"start": s.start} if s.start is not None else {}),
+                        **({"lost_below": s.lost_below} if s.lost_below else {}),
                         **(
                             {
                                 "holes": [
@@ -171,6 +192,8 @@ class Cursor:
                     ts_offset=s.get("ts_offset"),
                     holes=[Hole(*h) for h in s.get("holes", [])],
                     relaunches=s.get("relaunches", 0),
+                    start=s.get("start"),
+                    lost_below=s.get("lost_below", 0),
                 )
                 for p, s in obj.get("partitions", {}).items()
             },
@@ -270,11 +293,18 @@ def track_holes(previous: list[Hole], gaps: list[tuple[int, int]], now_ms: int) 
     out = []
     for start, end in gaps:
         old = [h for h in previous if h.start < end and start < h.end]
+        first_seen = min((h.first_seen_ms for h in old), default=now_ms)
+        if any(start > h.start for h in old):
+            # Its front was processed since: relaunches succeed again, so the rest is due
+            # now, not after another backoff (a long hole drains at once, not one slice
+            # a minute).
+            out.append(Hole(start, end, first_seen))
+            continue
         out.append(
             Hole(
                 start,
                 end,
-                min((h.first_seen_ms for h in old), default=now_ms),
+                first_seen,
                 max((h.attempts for h in old), default=0),
                 max((h.last_launch_ms for h in old if h.last_launch_ms), default=None),
             )
@@ -295,10 +325,57 @@ def due_relaunches(holes: list[Hole], now_ms: int, max_size: int, allowed: int) 
             continue
         h.attempts += 1
         h.last_launch_ms = now_ms
-        due.append(
-            Hole(h.start, min(h.end, h.start + max_size), h.first_seen_ms, h.attempts, now_ms)
-        )
+        for start in range(h.start, h.end, max_size):  # as many slices as may run
+            if len(due) >= allowed:
+                break
+            due.append(
+                Hole(start, min(h.end, start + max_size), h.first_seen_ms, h.attempts, now_ms)
+            )
     return due
+
+
+def skip_taken(
+    state: PartitionState, claimed: list[tuple[int, int]], done: PartitionProgress | None
+) -> tuple[int, int] | None:
+    """Move the cursor past offsets other runs took (``claimed``: runs launched without a
+    range, from the UI) or the group's own record shows processed; the span skipped, or
+    None. Only the group's record counts as processed: offsets that expired unprocessed
+    must still be reported lost."""
+    taken = list(claimed)
+    if done is not None:
+        taken += [*done.done, (0, done.committed)]
+    moved = claim_past(state.next, taken)
+    if moved == state.next:
+        return None
+    skipped, state.next = (state.next, moved), moved
+    return skipped
+
+
+def expired_holes(
+    state: PartitionState, done: PartitionProgress, beginning: int
+) -> list[tuple[int, int]]:
+    """Unprocessed offsets handed to runs that retention has deleted (below the log's
+    ``beginning``), each reported once. The run of such a range processes the rest and
+    commits it all, which hides the deleted part from the group's progress: the sensor
+    reports it when it first sees it, before any commit can."""
+    gaps = done.unprocessed(upto=min(state.next, beginning))
+    out = [(max(s, state.lost_below), e) for s, e in gaps if e > state.lost_below]
+    state.lost_below = max(state.lost_below, beginning)
+    return out
+
+
+def relaunches_due(
+    state: PartitionState,
+    done: PartitionProgress,
+    covered: list[tuple[int, int]],
+    now_ms: int,
+    max_size: int,
+    allowed: int,
+) -> list[tuple[Hole, int]]:
+    """The holes of a partition (handed to runs, not processed, nothing in flight over
+    them: ``covered``) and the relaunches due now (``relaunch``)."""
+    gaps = subtract(done.unprocessed(upto=state.next), covered)
+    return relaunch(state, gaps, now_ms, max_size, allowed)
 
 
 def relaunch(

@@ -29,6 +29,11 @@ PARTITION_TAG = "wado/partition"  # "<topic>-<partition>": one run per partition
 LANE_TAG = "wado/lane"
 DATA_LANE = {LANE_TAG: "data"}
 UPKEEP_LANE = {LANE_TAG: "upkeep"}
+# The upkeep jobs' runs are bounded (a verification, a pruning tick): one still going
+# after this long is failed by Dagster's run monitoring, so it cannot hold the upkeep
+# lane (limit 1) for good, whatever its launcher can tell of its worker.
+UPKEEP_MAX_RUNTIME_S = 900
+UPKEEP_JOB_TAGS = {**UPKEEP_LANE, "dagster/max_runtime": str(UPKEEP_MAX_RUNTIME_S)}
 RANGE_TAG = "wado/offsets"  # "<start>-<end>", end exclusive
 RELAUNCH_TAG = "wado/relaunch"  # n-th relaunch of an unprocessed range by the sensor
 REPLAY_TAG = "wado/replay"  # "manual": launched by `wado-pipeline replay`

@@ -49,6 +49,12 @@ class PartitionProgress:
                 rest.append((s, e))
         self.done = rest
 
+    def processed(self, since: int) -> list[tuple[int, int]]:
+        """Every processed interval from ``since`` on: below the committed offset and
+        each one beyond a gap (what a sink rebuild must replay, not only the prefix)."""
+        spans = [(0, self.committed), *self.done]
+        return [(max(s, since), e) for s, e in spans if e > max(s, since)]
+
     def unprocessed(self, upto: int) -> list[tuple[int, int]]:
         """The gaps in ``[committed, upto)``: offsets handed to runs but not yet done."""
         gaps = []

@@ -120,7 +120,7 @@ def core_loop(s: Settings, n: int) -> dict:
             stages["doris_s"] += time.perf_counter() - t
             if batch.grouped.rejections:
                 steps.publish_dead_letters(kafka, batch, s.dlq_topic, "core-loop")
-            steps.commit(kafka, s.consumer_group, rng)
+            steps.commit(kafka, pg, s.consumer_group, rng)
             batches += 1
     elapsed = time.perf_counter() - t0
     shutdown_pool()

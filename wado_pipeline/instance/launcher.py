@@ -24,6 +24,7 @@ limits and run monitoring work as before. What differs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -38,7 +39,8 @@ from typing import Any
 from dagster import Field
 from dagster._core.errors import DagsterLaunchFailedError
 from dagster._core.launcher import DefaultRunLauncher
-from dagster._core.launcher.base import LaunchRunContext
+from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
+from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData, serialize_value
 
 from wado_pipeline.instance.zygote import process_start_ticks
@@ -183,17 +185,53 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
         if self._proc is None:
             return
         try:
+            # The zygote ends at end of input; its runs go on. Closing the socket alone
+            # leaves the connection open while the stream made from it holds a
+            # reference: shut it down, so the zygote reads EOF at once.
             if self._sock is not None:
-                self._sock.close()  # the zygote ends at end of input; its runs go on
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+            if self._stream is not None:
+                with contextlib.suppress(OSError):
+                    self._stream.close()
+            if self._sock is not None:
+                self._sock.close()
             self._proc.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             self._proc.kill()
+            self._proc.wait()
         self._proc = self._stream = self._sock = None
 
     def dispose(self) -> None:
         with self._lock:
             self._stop_zygote()
         super().dispose()
+
+    # -- health ------------------------------------------------------------------------
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        """Dagster's run monitoring asks this launcher whether a ``STARTED`` run's worker
+        lives, and fails the run when it does not: for every job, upkeep and UI runs
+        included. A worker that is alive, however slow or silent, is left alone."""
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        worker = run.tags.get(WORKER_TAG)
+        if worker is None:
+            # Launched the default way (or its tag is not written yet): nothing here can
+            # tell, and a run must never be failed on a guess.
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no worker recorded by this launcher")
+        info = json.loads(worker)
+        if info.get("host") != socket.gethostname():
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker on host {info.get('host')}")
+        if worker_alive(info):
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED,
+            f"run worker process {info.get('pid')} has ended without finishing the run "
+            "(killed, or it lost Dagster's storage)",
+        )
 
     # -- terminating --------------------------------------------------------------------
 
@@ -219,12 +257,19 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
         return True
 
 
+def worker_alive(info: Mapping[str, Any]) -> bool:
+    """The process ``info`` names still runs (same pid and the same start time, so a
+    recycled pid is not taken for it)."""
+    pid = int(info["pid"])
+    return info.get("start") is not None and process_start_ticks(pid) == info["start"]
+
+
 def signal_worker(info: Mapping[str, Any]) -> str | None:
     """SIGTERM the worker ``info`` names; the reason it could not be, or None."""
     if info.get("host") != socket.gethostname():
         return f"it runs on host {info.get('host')}"
     pid = int(info["pid"])
-    if info.get("start") is None or process_start_ticks(pid) != info["start"]:
+    if not worker_alive(info):
         return f"process {pid} has ended"
     try:
         os.kill(pid, signal.SIGTERM)

@@ -33,7 +33,6 @@ class IngestSettings(ConfigurableResource):
     batch_wait_seconds: float = DEFAULTS.batch_wait_seconds
     max_batch_messages: int = DEFAULTS.max_batch_messages
     max_inflight_per_partition: int = DEFAULTS.max_inflight_per_partition
-    run_stale_seconds: float = DEFAULTS.run_stale_seconds
     dead_letter_payload: str = DEFAULTS.dead_letter_payload
     transcode: str = DEFAULTS.transcode
     transcode_target: str = DEFAULTS.transcode_target
@@ -55,7 +54,6 @@ class IngestSettings(ConfigurableResource):
             batch_wait_seconds=settings.batch_wait_seconds,
             max_batch_messages=settings.max_batch_messages,
             max_inflight_per_partition=settings.max_inflight_per_partition,
-            run_stale_seconds=settings.run_stale_seconds,
             dead_letter_payload=settings.dead_letter_payload,
             transcode=settings.transcode,
             transcode_target=settings.transcode_target,

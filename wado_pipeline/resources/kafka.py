@@ -67,7 +67,12 @@ def _codec_unavailable(exc: UnsupportedCodecError, topic: str, partition: int, o
 
 
 class OffsetRangeUnavailable(Exception):
-    """The batch's offsets are no longer (or not yet) in the partition."""
+    """The batch's offsets are no longer (or not yet) in the partition. ``log_start``:
+    where the partition now begins, when retention deleted the range's start."""
+
+    def __init__(self, message: str, log_start: int | None = None) -> None:
+        super().__init__(message)
+        self.log_start = log_start
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class KafkaResource(ConfigurableResource):
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # A transactional producer's aborted records are not store messages; and the
+            # ends the sensor plans to are then the last stable offsets.
+            isolation_level="read_committed",
             bootstrap_timeout_ms=ms,
             request_timeout_ms=max(ms, 11000) if group_id else ms,
             max_poll_records=5000,
@@ -244,7 +252,8 @@ class KafkaResource(ConfigurableResource):
                 if start < begin:
                     raise OffsetRangeUnavailable(
                         f"{topic}[{partition}] offsets {start}..{begin - 1} are gone "
-                        f"(retention); partition begins at {begin}"
+                        f"(retention); partition begins at {begin}",
+                        log_start=begin,
                     )
                 if end > last:
                     raise OffsetRangeUnavailable(

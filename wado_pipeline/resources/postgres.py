@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from psycopg2.extras import execute_values
@@ -58,6 +59,15 @@ class PostgresResource(SqlBackend):
     @property
     def location(self) -> str:
         return f"{super().location} schema {self.schema_name}"
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a transaction-scoped advisory lock named ``name`` for the block: one
+        holder at a time across every run process (the group commit's read, merge and
+        write of a partition's progress, which Kafka cannot compare-and-set)."""
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+            yield
 
     def _write(self, rows_by_table: Rows, rng: OffsetRange | None) -> dict[str, int]:
         """All tables in one transaction (all or nothing)."""

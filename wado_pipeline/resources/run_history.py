@@ -14,7 +14,6 @@ from wado_pipeline.core.contract import (
     JOB_NAME,
     PARTITION_TAG,
     PENDING_TAG,
-    RANGE_TAG,
     REBUILD_JOB,
     REBUILD_PLAN_TAG,
     SENSOR_NAME,
@@ -134,33 +133,6 @@ def failed_runs_by_range(
         if rng is not None and rng not in out:
             out[rng] = r.run_id
     return out
-
-
-def end_ghost_runs(
-    instance: DagsterInstance, runs: list[DagsterRun], stale_seconds: float, log
-) -> list[str]:
-    """Mark failed every ``STARTED`` run that stored no event for ``stale_seconds``.
-
-    Its worker is gone (a live run stores events at every step and every retry of a
-    call), so it would hold its partition's concurrency slot forever. Dagster's default
-    run launcher cannot check a worker's health; this is the smallest watchdog that can."""
-    now = time.time()
-    ended = []
-    for run in runs:
-        if run.status != DagsterRunStatus.STARTED:
-            continue
-        records = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
-        last = records[0].timestamp if records else None
-        if last is not None and now - last < stale_seconds:
-            continue
-        message = (
-            f"No event for over {stale_seconds:.0f}s: the run worker is gone (killed, or lost "
-            "Dagster's storage). Ended by the storage topic sensor; its range runs again."
-        )
-        log.warning(f"run {run.run_id} {run.tags.get(RANGE_TAG)}: {message}")
-        instance.report_run_failed(run, message=message)
-        ended.append(run.run_id)
-    return ended
 
 
 # How far back the first verification looks (no earlier verification to start from).

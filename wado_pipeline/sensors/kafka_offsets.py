@@ -6,11 +6,8 @@ batches with ``core.batching`` and requests one run per offset range. The cursor
 the next offset per partition; it is saved with the tick, so a failed tick advances
 nothing. The group's offsets are committed by the runs, after writing.
 
-It also keeps the pipeline healing by itself:
-- *Ghost runs*: a ``STARTED`` run that stored no event for ``run_stale_seconds`` lost
-  its worker (killed, or died unable to reach Dagster's storage); Dagster's default
-  launcher cannot see that, so the sensor marks the run failed. (Runs stuck
-  ``STARTING`` are ended by Dagster's run monitoring, ``start_timeout_seconds``.)
+It also keeps the pipeline healing by itself (a run whose worker died is failed by
+Dagster's run monitoring, which asks the run launcher, ``instance.launcher``):
 - *Holes*: offsets handed to runs that are neither processed (group progress) nor
   covered by a run in flight. After Dagster's own run retries are spent, the sensor
   relaunches the range with backoff (20 s, 40 s, then every 60 s) until it succeeds.
@@ -37,16 +34,17 @@ from wado_pipeline.core.batching import (
     RELAUNCH_GRACE_MS,
     Cursor,
     Hole,
+    LostRange,
     OffsetRange,
     PartitionState,
-    claim_past,
+    expired_holes,
     plan_batches,
-    relaunch,
+    relaunches_due,
+    skip_taken,
     slices,
 )
 from wado_pipeline.core.contract import (
     DATA_LANE,
-    LOST_CHECK,
     PARTITION_TAG,
     PENDING_TAG,
     RANGE_TAG,
@@ -64,13 +62,12 @@ from wado_pipeline.core.contract import (
     run_config_for,
     tags_for,
 )
-from wado_pipeline.core.progress import PartitionProgress, subtract
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import CodecUnavailable, KafkaResource
+from wado_pipeline.resources.lost_offsets import lost_offsets_evaluation
 from wado_pipeline.resources.retry import bounded_call
 from wado_pipeline.resources.run_history import (
     claimed_ranges,
-    end_ghost_runs,
     failed_runs_by_range,
     in_flight_runs,
     launched_without_range,
@@ -167,10 +164,9 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
         def ptag(p: int) -> str:
             return partition_tag(topic, p)
 
-        # Ghosts first: this needs only Dagster's storage, not the broker.
+        # (A run whose worker died is failed by Dagster's run monitoring, which asks the
+        # run launcher: see dagster.yaml. A slow run is never taken for a dead one.)
         inflight_runs = in_flight_runs(instance, job.name)
-        ended = end_ghost_runs(instance, inflight_runs, ingest.run_stale_seconds, context.log)
-        inflight_runs = [r for r in inflight_runs if r.run_id not in ended]
 
         # Runs launched without a range (UI "Materialize all") resolve their own ranges:
         # wait until they have, then skip what they took (``claimed``).
@@ -207,24 +203,19 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
         for o in offsets:
             if o.partition not in cursor.partitions:
                 start = progress[o.partition].committed if o.partition in progress else o.beginning
-                cursor.partitions[o.partition] = PartitionState(next=start)
+                cursor.partitions[o.partition] = PartitionState(next=start, start=start)
                 context.log.info(f"{topic}[{o.partition}]: starting at offset {start}")
 
         # Skip offsets other runs took or that are processed already (a run launched from
         # the UI without a range), so the two never take the same offsets.
         for o in offsets:
             state = cursor.partitions[o.partition]
-            taken = list(claimed.get(o.partition, []))
-            done = progress.get(o.partition)  # the group's own record only: offsets that
-            if done is not None:  # expired unprocessed must still be reported as lost
-                taken += [*done.done, (0, done.committed)]
-            moved = claim_past(state.next, taken)
-            if moved != state.next:
+            skipped = skip_taken(state, claimed.get(o.partition, []), progress.get(o.partition))
+            if skipped is not None:
                 context.log.info(
-                    f"{topic}[{o.partition}]: offsets {state.next}..{moved - 1} taken by "
+                    f"{topic}[{o.partition}]: offsets {skipped[0]}..{skipped[1] - 1} taken by "
                     "another run or processed; skipping them"
                 )
-                state.next = moved
 
         policy = ingest.policy
         # Age trigger: the broker timestamp of each partition's oldest pending message.
@@ -242,6 +233,7 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
 
         # Holes: handed to runs, not processed, nothing in flight. Relaunch when due.
         requests: list[RunRequest] = []
+        expired: list[LostRange] = []
         inflight: dict[int, int] = {}
         waiting: dict[int, int] = {}
         for o in offsets:
@@ -249,14 +241,13 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
             mine = [r for r in inflight_runs if r.tags.get(PARTITION_TAG) == ptag(p)]
             inflight[p] = len(mine)
             waiting[p] = sum(1 for r in mine if r.status in NOT_STARTED)
-            done = progress.get(p, PartitionProgress(o.beginning))
-            gaps = done.unprocessed(upto=state.next)
+            done = state.progress_of(progress.get(p), o.beginning)
+            for s, e in expired_holes(state, done, o.beginning):
+                expired.append(LostRange(p, s, e))
             covered = [rng for rng in (range_from_tags(r.tags) for r in mine) if rng is not None]
             covered += claimed.get(p, [])
             allowed = policy.max_inflight - inflight[p]
-            due = relaunch(
-                state, subtract(gaps, covered), now_ms, policy.max_batch_messages, allowed
-            )
+            due = relaunches_due(state, done, covered, now_ms, policy.max_batch_messages, allowed)
             for h, number in due:
                 rng = OffsetRange(topic, p, h.start, h.end)
                 context.log.warning(
@@ -279,26 +270,12 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
             rebuild_requests(instance, cursor, topic, ingest.max_batch_messages, keys_of)
         )
         events = []
-        for lost in plan.lost:
-            message = (
-                f"{topic}[{lost.partition}] offsets {lost.start}..{lost.end - 1} "
-                f"({lost.end - lost.start} messages) expired from Kafka before they were processed"
+        for lost in [*expired, *plan.lost]:
+            event = lost_offsets_evaluation(
+                storage_asset_key, OffsetRange(topic, lost.partition, lost.start, lost.end)
             )
-            context.log.warning(message)
-            events.append(
-                AssetCheckEvaluation(
-                    asset_key=storage_asset_key,
-                    check_name=LOST_CHECK,
-                    passed=False,
-                    severity=AssetCheckSeverity.ERROR,
-                    description=message,
-                    metadata={
-                        "partition": lost.partition,
-                        "lost_start": lost.start,
-                        "lost_end_exclusive": lost.end,
-                    },
-                )
-            )
+            context.log.warning(event.description)
+            events.append(event)
 
         # The unprocessed-ranges check: a hole counts once its run failed, or once it has
         # lasted the grace period (time for a retry run to appear). Stored on change only.

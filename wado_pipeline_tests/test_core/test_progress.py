@@ -74,3 +74,13 @@ def test_subtract_in_flight_ranges():
     assert subtract([(0, 100)], [(10, 20), (50, 150)]) == [(0, 10), (20, 50)]
     assert subtract([(0, 10), (20, 30)], []) == [(0, 10), (20, 30)]
     assert subtract([(0, 10)], [(0, 10)]) == []
+
+
+def test_processed_spans_include_those_beyond_a_gap():
+    """What a sink rebuild replays: the committed prefix and every processed range past
+    a held gap (the first version replayed the prefix only)."""
+    p = PartitionProgress(100, [(150, 200), (300, 320)])
+    assert p.processed(since=0) == [(0, 100), (150, 200), (300, 320)]
+    assert p.processed(since=160) == [(160, 200), (300, 320)]
+    assert p.processed(since=400) == []
+    assert PartitionProgress(0).processed(since=0) == []

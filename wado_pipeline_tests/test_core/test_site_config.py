@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+from dagster._serdes import serialize_value
 
 from wado_pipeline.settings import Settings, SiteConfigError
 
@@ -55,3 +56,24 @@ def test_an_unreadable_site_file_names_itself(tmp_path):
     bad.write_text("{ not json")
     with pytest.raises(SiteConfigError, match="not JSON"):
         Settings.from_env({"WADO_SITE_CONFIG": str(bad)})
+
+
+@pytest.mark.parametrize("site_file", [True, False], ids=["site file", "defaults"])
+def test_no_password_reaches_the_ui(site_file, monkeypatch):
+    """The repository snapshot the UI's resource pages read names where each URL comes
+    from, never its password: from a site file, and with the local defaults too."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+
+    from wado_pipeline.definitions import build_definitions
+
+    for var in ("WADO_POSTGRES_URL", "WADO_DORIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    env = {"WADO_SITE_CONFIG": str(SAMPLE)} if site_file else {}
+    settings = Settings.from_env(env)
+    repo = build_definitions(settings).get_repository_def()
+    snapshot = serialize_value(RepositorySnap.from_def(repo))
+    passwords = ["p%40ss%3Aw%2Frd", "p@ss:w/rd"] if site_file else ["wado:wado@"]
+    assert not [p for p in passwords if p in snapshot]
+    # each URL is named by a variable of the process that loaded the definitions
+    for var in ("WADO_POSTGRES_URL", "WADO_DORIS_URL"):
+        assert f'\\"url\\": {{\\"env\\": \\"{var}_RESOLVED_' in snapshot, var

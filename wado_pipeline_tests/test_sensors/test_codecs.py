@@ -99,3 +99,31 @@ def test_a_missing_codec_fails_loudly_and_moves_nothing(settings, storage_root, 
         monkeypatch.undo()
         after = tick(settings, instance, before.cursor)
         assert [r.run_config for r in after.run_requests]
+
+
+def test_aborted_transactions_are_not_ingested(settings, storage_root, kafka):
+    """A transactional producer's aborted batch never becomes rows; its committed ones
+    do, and the partition drains past the aborted records and the markers."""
+    committed = synthetic_messages(storage_root, 30, seed="committed")
+    aborted = synthetic_messages(storage_root, 20, seed="aborted")
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "transactional.id": f"{settings.storage_topic}-tx",
+            "compression.codec": "snappy",
+        }
+    )
+    producer.init_transactions(30)
+    for batch, commit in ((committed[:15], True), (aborted, False), (committed[15:], True)):
+        producer.begin_transaction()
+        for m in batch:
+            producer.produce(settings.storage_topic, json.dumps(m).encode(), partition=0)
+        assert producer.flush(30) == 0  # on the broker, also the batch then aborted
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    with instance_for_test() as instance:
+        results = drain_through_sensor(settings, instance)
+    assert results and all(r.success for r in results)
+    assert_tables_match(settings, committed)

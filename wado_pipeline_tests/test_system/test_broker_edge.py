@@ -18,6 +18,7 @@ from wado_pipeline.core.dead_letter import HEADER_OFFSET, HEADER_REASON, HEADER_
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import STORAGE_MAX_MESSAGE_BYTES, topic_specs
 from wado_pipeline_tests.support import (
+    assert_tables_match,
     consume_all,
     encode,
     ranges,
@@ -194,3 +195,32 @@ def test_failed_batch_holds_the_group_offset_until_reexecuted(
         third = tick(settings, instance, second.cursor)
         assert check_event(third, "no_failed_batches").passed
         assert ranges(third) == []
+
+
+def test_a_range_whose_start_retention_deleted_processes_the_rest(
+    settings, storage_root, produce, kafka
+):
+    """A batch (a failed range relaunched, say) whose first offsets the broker has
+    since deleted: the readable rest becomes rows, the deleted part is reported lost on
+    the storage topic's check, and the whole range is committed (it can never be read)."""
+    from confluent_kafka import TopicPartition as CTopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    messages = synthetic_messages(storage_root, 60, seed="gone")
+    produce(encode(messages), partition=0)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for future in admin.delete_records([CTopicPartition(settings.storage_topic, 0, 20)]).values():
+        future.result(timeout=30)
+    with instance_for_test() as instance:
+        result = run_range(settings, instance, 0, 0, 60)
+        assert result.success
+        lost = [
+            e.asset_check_evaluation_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+    assert [(c.check_name, c.passed) for c in lost] == [("no_offsets_lost", False)]
+    assert lost[0].metadata["lost_start"].value == 0
+    assert lost[0].metadata["lost_end_exclusive"].value == 20
+    assert_tables_match(settings, messages[20:])
+    assert kafka.committed_offsets(settings.consumer_group, settings.storage_topic, [0]) == {0: 60}

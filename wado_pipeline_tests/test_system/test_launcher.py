@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from dagster._core.errors import DagsterLaunchFailedError
+from dagster._core.launcher.base import WorkerStatus
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.core.contract import JOB_NAME
@@ -218,4 +219,41 @@ def test_a_request_without_an_answer_is_not_sent_again():
         assert stuck.wait(timeout=30) != 0  # ended (killed) with its socket
         assert launcher._proc is None
     finally:
+        launcher.dispose()
+
+
+def test_stopping_the_warm_process_lets_it_end_by_itself():
+    """The launcher's stop closes the warm process's input: it ends on its own (exit 0)
+    rather than being killed after the stop's bound (closing only the socket left the
+    stream made from it, and so the connection, open)."""
+    launcher = WarmProcessRunLauncher(preload_modules=[])
+    try:
+        launcher._zygote()
+        proc = launcher._proc
+        launcher.dispose()
+        assert proc.returncode == 0
+    finally:
+        launcher.dispose()
+
+
+def test_worker_health_is_the_recorded_process_alive():
+    """What Dagster's run monitoring asks of the launcher: a worker that runs, however
+    silent, is RUNNING; once its process is gone the run is FAILED; a run this launcher
+    recorded no worker for is never failed on a guess."""
+    launcher = WarmProcessRunLauncher(preload_modules=[])
+    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        tag = {"host": socket.gethostname(), "pid": silent.pid}
+        tag["start"] = process_start_ticks(silent.pid)
+        run = DagsterRun(job_name="ingest_job", tags={WORKER_TAG: json.dumps(tag)})
+        assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+        silent.kill()
+        silent.wait()
+        result = launcher.check_run_worker_health(run)
+        assert result.status == WorkerStatus.FAILED and str(silent.pid) in result.msg
+        bare = DagsterRun(job_name="ingest_job")
+        assert launcher.check_run_worker_health(bare).status == WorkerStatus.RUNNING
+        assert launcher.supports_check_run_worker_health
+    finally:
+        silent.kill()
         launcher.dispose()
