@@ -234,12 +234,13 @@ Pipeline.TestCase.settings = settings(
 )
 
 
-def test_self_healing_over_simulated_days():
+def test_self_healing_over_simulated_days(capsys):
     Pipeline.TestCase("runTest").runTest()
     days = TOTALS["simulated_ms"] / 86_400_000
     faults = ", ".join(f"{k}: {v}" for k, v in sorted(TOTALS["faults"].items()))
-    print(
-        f"\nsimulated {days:.1f} days over {TOTALS['examples']} histories, "
-        f"{TOTALS['steps']} sensor ticks; faults injected: {faults}"
-    )
+    with capsys.disabled():  # shown in every run, not only under -s
+        print(
+            f"\nsimulated {days:.1f} days over {TOTALS['examples']} histories, "
+            f"{TOTALS['steps']} sensor ticks; faults injected: {faults}"
+        )
     assert TOTALS["faults"] and TOTALS["steps"] > 0
