@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from datetime import datetime, timedelta
@@ -214,6 +215,13 @@ def await_exit_of_processes_mentioning(text: str, timeout: float, what: str) -> 
                 f"timed out after {timeout:.0f}s waiting for {what}; still running (now "
                 "killed):\n" + "\n".join(left)
             ) from None
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def service(name: str, action: str) -> None:

@@ -66,12 +66,6 @@ def upstream_missing() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class UpstreamSite:
     """One site's configuration for the upstream programs, on the test's own names."""

@@ -47,7 +47,7 @@ class Batch:
 
     def describe(self) -> str:
         """``topic[p] start..last`` per range (no content)."""
-        return "; ".join(f"{r.topic}[{r.partition}] {r.start}..{r.end - 1}" for r in self.ranges)
+        return "; ".join(str(r) for r in self.ranges)
 
     def table_rows(self) -> dict[str, list[dict]]:
         g = self.grouped

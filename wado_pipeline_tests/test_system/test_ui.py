@@ -5,7 +5,6 @@ test-artifacts/ and checked to be rendered pages, not blank ones."""
 
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from wado_pipeline.dev.sandbox import dagster_process
 from wado_pipeline_tests.support import (
     await_exit_of_processes_mentioning,
     encode,
+    free_port,
     synthetic_messages,
     wait_until,
 )
@@ -27,12 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

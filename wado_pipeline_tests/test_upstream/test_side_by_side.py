@@ -27,11 +27,10 @@ from sqlalchemy import create_engine, text
 
 from wado_pipeline.core import compatibility as C
 from wado_pipeline.core import schema as S
-from wado_pipeline_tests.support import drain_through_sensor, site_postgres_tables
+from wado_pipeline_tests.support import drain_through_sensor, free_port, site_postgres_tables
 from wado_pipeline_tests.upstream import (
     MAX_STORE_PATH,
     UpstreamSite,
-    free_port,
     read_topic,
     short_directory,
     site_database,
