@@ -8,6 +8,7 @@ in ``resources.retention``.
 
 from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
 
+from wado_pipeline.assets.storage_pool import pool_dagster_storage
 from wado_pipeline.core.contract import RETENTION_JOB, UPKEEP_JOB_TAGS
 from wado_pipeline.resources import retention
 from wado_pipeline.resources.ingest import IngestSettings
@@ -23,6 +24,7 @@ def prune_runs(context: OpExecutionContext, kafka: KafkaResource, ingest: Ingest
     if ingest.run_retention_days <= 0:
         raise Failure(description="WADO_RUN_RETENTION_DAYS must be above 0", allow_retries=False)
     topic = ingest.storage_topic
+    pool_dagster_storage(context.instance)  # a connection per deleted run's calls otherwise
     report = retention.prune(
         context.instance,
         ingest.run_retention_days * DAY_S,

@@ -19,6 +19,7 @@ from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun,
 from dagster._core.events import EngineEventData
 from dagster._core.events.log import EventLogEntry
 
+from wado_pipeline.assets.storage_pool import pool_dagster_storage
 from wado_pipeline.core.contract import JOB_NAME
 from wado_pipeline.dev.sandbox import dagster_home
 from wado_pipeline.resources.retention import prune
@@ -59,6 +60,7 @@ def retention(n: int) -> dict:
     ):
         os.environ["DAGSTER_POSTGRES_URL"] = url
         instance = DagsterInstance.from_config(str(home))
+        pool_dagster_storage(instance)  # as the prune_dagster_storage run does
         try:
             t0 = time.monotonic()
             for _ in range(n):
