@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from datetime import datetime, timedelta
@@ -330,3 +331,60 @@ def site_postgres_tables(settings: Settings) -> None:
             conn.execute(text(f'DROP TABLE "{schema}".{t}'))
         conn.exec_driver_sql(SITE_PG_DDL.read_text())
     engine.dispose()
+
+
+def _string(buf: bytes, at: int) -> tuple[str, int]:
+    (n,) = struct.unpack_from(">h", buf, at)
+    return buf[at + 2 : at + 2 + max(n, 0)].decode(), at + 2 + max(n, 0)
+
+
+def _uvarint(buf: bytes, at: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        byte = buf[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+def offset_commits(bootstrap: str, group: str, topic: str, partition: int) -> list[tuple]:
+    """``(offset, commit_timestamp_ms)`` of every commit the broker recorded for the
+    group's partition, oldest first, read from ``__consumer_offsets`` itself (key v1,
+    value v1, v3 or v4 as Kafka's OffsetCommitValue schema lays them out)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000
+    )
+    try:
+        parts = consumer.partitions_for_topic("__consumer_offsets") or set()
+        tps = [TopicPartition("__consumer_offsets", p) for p in parts]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        consumer.seek_to_beginning(*tps)
+        found = []
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for m in records:
+                    if not m.key or struct.unpack_from(">h", m.key)[0] > 1 or not m.value:
+                        continue
+                    g, at = _string(m.key, 2)
+                    t, at = _string(m.key, at)
+                    (p,) = struct.unpack_from(">i", m.key, at)
+                    if (g, t, p) != (group, topic, partition):
+                        continue
+                    version, (offset,) = (
+                        struct.unpack_from(">h", m.value)[0],
+                        struct.unpack_from(">q", m.value, 2),
+                    )
+                    at = 10 + (4 if version >= 3 else 0)  # leader epoch from v3
+                    if version >= 4:  # flexible: compact string
+                        n, at = _uvarint(m.value, at)
+                        at += max(n - 1, 0)
+                    else:
+                        _, at = _string(m.value, at)
+                    (committed_ms,) = struct.unpack_from(">q", m.value, at)
+                    found.append((m.timestamp, offset, committed_ms))
+        return [(o, ts) for _, o, ts in sorted(found)]
+    finally:
+        consumer.close()

@@ -8,19 +8,28 @@ in ``resources.retention``.
 
 from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
 
+from wado_pipeline.assets import steps
 from wado_pipeline.assets.storage_pool import pool_dagster_storage
 from wado_pipeline.core.contract import RETENTION_JOB, UPKEEP_JOB_TAGS
 from wado_pipeline.resources import retention
 from wado_pipeline.resources.ingest import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.resources.postgres import PostgresResource
 
 DAY_S = 86400.0
 
 
 @op
-def prune_runs(context: OpExecutionContext, kafka: KafkaResource, ingest: IngestSettings):
+def prune_runs(
+    context: OpExecutionContext,
+    kafka: KafkaResource,
+    postgres: PostgresResource,
+    ingest: IngestSettings,
+):
     """Delete finished runs older than ``WADO_RUN_RETENTION_DAYS``, with their events
-    and check results, and old ticks; bounded per tick (the next tick goes on)."""
+    and check results, and old ticks; bounded per tick (the next tick goes on). Then
+    commit the consumer group's progress again, so an idle partition's commit never
+    reaches Kafka's ``offsets.retention.minutes``."""
     if ingest.run_retention_days <= 0:
         raise Failure(description="WADO_RUN_RETENTION_DAYS must be above 0", allow_retries=False)
     topic = ingest.storage_topic
@@ -35,9 +44,11 @@ def prune_runs(context: OpExecutionContext, kafka: KafkaResource, ingest: Ingest
         context.log.warning(
             f"retention stopped at its bound after {report.examined} runs; the next tick goes on"
         )
+    refreshed = steps.refresh_commits(kafka, postgres, ingest.consumer_group, topic)
     yield Output(
         None,
         metadata={
+            "group_commits_refreshed": refreshed,
             "runs_examined": report.examined,
             "runs_deleted": report.deleted,
             "kept_latest_materialization": report.kept_latest,

@@ -181,5 +181,21 @@ def commit(
     turns (a lock in the index database): two runs of overlapping ranges (a retry beside
     a re-execution) would otherwise both read the same progress and the later write
     would drop the other's range, moving the offset back."""
-    with postgres.exclusive(f"wado commit {consumer_group} {rng.topic} {rng.partition}"):
+    with postgres.exclusive(_commit_lock(consumer_group, rng.topic, rng.partition)):
         return kafka.commit_processed(consumer_group, rng.topic, rng.partition, rng.start, rng.end)
+
+
+def refresh_commits(
+    kafka: KafkaResource, postgres: PostgresResource, consumer_group: str, topic: str
+) -> int:
+    """Commit every partition's progress again, unchanged (``KafkaResource.recommit``),
+    taking turns with the runs' commits; returns how many partitions had a commit."""
+    refreshed = 0
+    for part in kafka.partition_offsets(topic) or []:
+        with postgres.exclusive(_commit_lock(consumer_group, topic, part.partition)):
+            refreshed += kafka.recommit(consumer_group, topic, part.partition) is not None
+    return refreshed
+
+
+def _commit_lock(consumer_group: str, topic: str, partition: int) -> str:
+    return f"wado commit {consumer_group} {topic} {partition}"

@@ -196,6 +196,36 @@ class KafkaResource(ConfigurableResource):
             attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"Kafka offset commit ({self.bootstrap})"
         )
 
+    def recommit(self, group: str, topic: str, partition: int) -> PartitionProgress | None:
+        """Commit the partition's committed offset and metadata again, unchanged; None
+        when the group never committed it.
+
+        The group has no members (runs commit with a standalone consumer), so Kafka
+        expires each partition's commit ``offsets.retention.minutes`` after it was made
+        (7 days by default). A partition idle that long would lose its progress and be
+        read again from its start; a fresh commit of the same value keeps it."""
+
+        def attempt() -> PartitionProgress | None:
+            consumer = self._consumer(group)
+            try:
+                tp = TopicPartition(topic, partition)
+                timeout = int(self.timeout_seconds * 1000)
+                current = consumer.committed(tp, metadata=True, timeout_ms=timeout)
+                if current is None or current.offset < 0:
+                    return None
+                consumer.assign([tp])
+                consumer.commit(
+                    {tp: OffsetAndMetadata(current.offset, current.metadata, -1)},
+                    timeout_ms=timeout,
+                )
+                return PartitionProgress.from_commit(current.offset, current.metadata)
+            finally:
+                consumer.close()
+
+        return with_retries(
+            attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"Kafka offset commit ({self.bootstrap})"
+        )
+
     def first_timestamp(self, topic: str, partition: int, offset: int) -> int | None:
         """Timestamp (ms) of the first record at or after ``offset``, or None.
 

@@ -101,11 +101,11 @@ def _waiting_on_lock(settings, n: int) -> bool:
 
 def test_dead_workers_of_any_job_are_failed_and_slow_ones_left_alone(
     settings,
-    dagster_dev,
+    dagster_dev,  # noqa: F811
     dagster_home,
     produce,
     storage_root,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     url = dagster_dev
     home, storage_url = dagster_home

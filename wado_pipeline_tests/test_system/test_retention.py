@@ -16,7 +16,13 @@ from wado_pipeline.core.contract import JOB_NAME, RETENTION_JOB, run_config_for,
 from wado_pipeline.definitions import build_definitions
 from wado_pipeline.resources.doris import MariaDBResource
 from wado_pipeline.resources.ingest import IngestSettings
-from wado_pipeline_tests.support import encode, run_range, synthetic_messages, verify
+from wado_pipeline_tests.support import (
+    encode,
+    offset_commits,
+    run_range,
+    synthetic_messages,
+    verify,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -155,3 +161,28 @@ def test_retention_of_ten_thousand_runs_on_postgres_storage(dagster_home, monkey
                 f"{len(reports)} ticks, first deleted {first.deleted} in {first.seconds:.1f} s, "
                 f"{SITE_SCALE_RUNS / sum(r.seconds for r in reports):.1f} runs/s"
             )
+
+
+def test_the_pruning_run_commits_every_partition_progress_again(
+    settings, kafka, dagster_home, monkeypatch
+):
+    """The group has no members, so Kafka expires a partition's commit
+    offsets.retention.minutes after it was made: each pruning commits the progress
+    again, unchanged, so an idle partition keeps it. Read from __consumer_offsets."""
+    home, storage_url = dagster_home
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+    group, topic = settings.consumer_group, settings.storage_topic
+    kafka.commit_processed(group, topic, 0, 0, 0)  # progress at the partition's start
+    kafka.commit_processed(group, topic, 2, 0, 0)
+    (first,) = offset_commits(settings.kafka_bootstrap, group, topic, 0)
+    defs = build_definitions(settings)
+    with DagsterInstance.from_config(str(home)) as instance:
+        result = defs.resolve_job_def(RETENTION_JOB).execute_in_process(instance=instance)
+    assert result.success
+    (out,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert out.event_specific_data.metadata["group_commits_refreshed"].value == 2
+    commits = offset_commits(settings.kafka_bootstrap, group, topic, 0)
+    assert len(commits) == 2 and commits[1][0] == first[0]  # the same offset, again
+    assert commits[1][1] > first[1]
+    assert len(offset_commits(settings.kafka_bootstrap, group, topic, 2)) == 2
+    assert kafka.committed_offsets(group, topic, [0, 1, 2]) == {0: 0, 2: 0}
