@@ -20,12 +20,12 @@ from dagster import (
     in_process_executor,
 )
 
+from wado_pipeline.assets.batch_assets import build_ingest_assets
 from wado_pipeline.assets.checks import build_batch_checks, build_storage_checks
-from wado_pipeline.assets.ingest import build_ingest_assets
 from wado_pipeline.assets.keys import asset_keys, sink_keys
-from wado_pipeline.assets.rebuild import rebuild_sink
-from wado_pipeline.assets.retention import prune_dagster_storage
-from wado_pipeline.core.contract import JOB_NAME, UPKEEP_JOB_TAGS, VERIFY_JOB
+from wado_pipeline.assets.rebuild_job import rebuild_sink
+from wado_pipeline.assets.retention_job import prune_dagster_storage
+from wado_pipeline.core.run_contract import JOB_NAME, UPKEEP_JOB_TAGS, VERIFY_JOB
 from wado_pipeline.resources.doris import (
     DorisBackend,
     DorisInsertResource,
@@ -33,7 +33,7 @@ from wado_pipeline.resources.doris import (
     DorisStreamLoadResource,
     MariaDBResource,
 )
-from wado_pipeline.resources.ingest import IngestSettings
+from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
 from wado_pipeline.sensors.kafka_offsets import build_kafka_sensor

@@ -16,20 +16,20 @@ from pathlib import Path
 
 import pydicom
 from dagster import DagsterInstance, build_sensor_context, reconstructable
-from dagster._core.definitions.reconstruct import ReconstructableJob
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.cli.receiver import store_message
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import (
+from wado_pipeline.core.planning import OffsetRange
+from wado_pipeline.core.run_contract import (
     JOB_NAME,
     SENSOR_NAME,
     VERIFY_JOB,
     range_from_run_config,
     run_config_for,
 )
+from wado_pipeline.dagster_internals import ReconstructableJob
 from wado_pipeline.definitions import build_definitions, build_resources
 from wado_pipeline.dev.sandbox import PROJECT
 from wado_pipeline.dev.synthetic import synthetic_archive

@@ -23,6 +23,8 @@ ALLOWED = {
     "cli": {"core", "resources", "sensors", "assets", "definitions"},
     "dev": {"core", "resources", "sensors", "assets", "definitions", "cli"},
 }
+# Leaves every layer but the core may import.
+LEAVES = {"settings", "dagster_internals"}
 # The pure core: no orchestration, broker or database libraries.
 CORE_FORBIDDEN = ("dagster", "kafka", "sqlalchemy", "psycopg2", "pymysql", "requests")
 
@@ -48,16 +50,16 @@ def modules():
     return [p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE]
 
 
-def test_package_root_holds_only_definitions_and_settings():
+def test_package_root_holds_only_definitions_settings_and_dagster_internals():
     files = {p.name for p in PACKAGE.glob("*.py")}
-    assert files == {"__init__.py", "definitions.py", "settings.py"}
+    assert files == {"__init__.py", "definitions.py", "settings.py", "dagster_internals.py"}
 
 
 def test_imports_run_one_way():
     wrong = []
     for path in modules():
         layer = layer_of(path)
-        if layer == "settings":
+        if layer in LEAVES:
             continue
         top = set(imports(path, top_level_only=True))
         for name in imports(path, top_level_only=False):
@@ -66,7 +68,7 @@ def test_imports_run_one_way():
             if not name.startswith("wado_pipeline."):
                 continue
             target = name.split(".")[1]
-            if target in (layer, "settings"):
+            if target == layer or (target in LEAVES and layer != "core"):
                 continue
             if target not in ALLOWED[layer]:
                 wrong.append(f"{path.relative_to(ROOT)} ({layer}) imports {name}")
@@ -174,3 +176,46 @@ def test_every_runtime_dependency_earns_its_place():
     assert "storage:\n  postgres:\n" in (ROOT / "dagster.yaml").read_text()
     assert "dagster dev" in (ROOT / "Makefile").read_text()
     assert set(NOT_IMPORTED_ON_PURPOSE) <= set(names)
+
+
+def _private_dagster_imports(path: Path) -> list[str]:
+    return [n for n in imports(path, top_level_only=False) if n.startswith("dagster") and "._" in n]
+
+
+def test_private_dagster_imports_are_in_one_module():
+    """Dagster's underscored modules may change in any release: they are imported in
+    ``dagster_internals`` only, which says why each is needed."""
+    from wado_pipeline import dagster_internals
+
+    wrong = [
+        f"{p.relative_to(ROOT)} imports {name}"
+        for p in [*PACKAGE.rglob("*.py"), *(ROOT / "wado_pipeline_tests").rglob("*.py")]
+        if p.name != "dagster_internals.py"
+        for name in _private_dagster_imports(p)
+    ]
+    assert not wrong, "\n".join(wrong)
+    exported = {
+        a.asname or a.name
+        for node in ast.parse((PACKAGE / "dagster_internals.py").read_text()).body
+        if isinstance(node, ast.ImportFrom)
+        for a in node.names
+    }
+    assert exported == set(dagster_internals.WHY)
+
+
+def test_no_two_modules_share_a_file_name():
+    seen: dict[str, list[str]] = {}
+    for p in PACKAGE.rglob("*.py"):
+        if p.name != "__init__.py" and p.name != "__main__.py":
+            seen.setdefault(p.name, []).append(str(p.relative_to(ROOT)))
+    assert not {n: ps for n, ps in seen.items() if len(ps) > 1}
+
+
+def test_the_package_never_imports_the_tests():
+    wrong = [
+        f"{p.relative_to(ROOT)} imports {name}"
+        for p in PACKAGE.rglob("*.py")
+        for name in imports(p, top_level_only=False)
+        if name.startswith("wado_pipeline_tests")
+    ]
+    assert not wrong, "\n".join(wrong)

@@ -27,10 +27,13 @@ from dagster import (
 )
 from sqlalchemy import select
 
-from wado_pipeline.assets import steps
+from wado_pipeline.assets import batch_steps
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import merge_ranges
-from wado_pipeline.core.contract import (
+from wado_pipeline.core.message import parse_store_message
+from wado_pipeline.core.planning import merge_ranges
+from wado_pipeline.core.progress import PartitionProgress, subtract
+from wado_pipeline.core.rejection import Rejected
+from wado_pipeline.core.run_contract import (
     LOST_CHECK,
     PARTITION_TAG,
     UNPROCESSED_CHECK,
@@ -38,20 +41,17 @@ from wado_pipeline.core.contract import (
     partition_tag,
     range_from_tags,
 )
-from wado_pipeline.core.message import parse_store_message
-from wado_pipeline.core.progress import PartitionProgress, subtract
-from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.resources import queries
-from wado_pipeline.resources.doris import DorisBackend
-from wado_pipeline.resources.ingest import IngestSettings
-from wado_pipeline.resources.kafka import KafkaResource
-from wado_pipeline.resources.postgres import PostgresResource
-from wado_pipeline.resources.run_history import (
+from wado_pipeline.resources.dagster_runs import (
     IN_FLIGHT,
     failed_runs_by_range,
     ranges_to_verify,
     verified_through,
 )
+from wado_pipeline.resources.doris import DorisBackend
+from wado_pipeline.resources.ingest_settings import IngestSettings
+from wado_pipeline.resources.kafka import KafkaResource
+from wado_pipeline.resources.postgres import PostgresResource
 
 BATCH_KEYS = "batch_keys"
 REJECTS = "batch_rejects"
@@ -203,7 +203,7 @@ def build_batch_checks(keys: dict[str, AssetKey]):
             records, rejected = [], {}
             err = postgres.tables[S.INGEST_ERROR.name]
             for rng in ranges:
-                records.extend(steps.read_readable(kafka, rng)[0])  # what retention left
+                records.extend(batch_steps.read_readable(kafka, rng)[0])  # what retention left
                 with postgres.engine.connect() as conn:
                     rejected.update(
                         {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import MetadataValue
 
-from wado_pipeline.assets.steps import Batch
+from wado_pipeline.assets.batch_steps import Batch
 from wado_pipeline.core import schema as S
 
 PREVIEW_COLUMNS = {

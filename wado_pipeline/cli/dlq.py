@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from wado_pipeline.core import contract
+from wado_pipeline.core import run_contract
 from wado_pipeline.resources.kafka import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from wado_pipeline.settings import Settings
 
@@ -45,10 +45,10 @@ def dead_letters(settings: Settings, limit: int = 50) -> list[DeadLetterSummary]
             out.append(
                 DeadLetterSummary(
                     rec.offset,
-                    h.get(contract.HEADER_REASON, "?"),
-                    h.get(contract.HEADER_DETAIL, ""),
-                    f"{h.get(contract.HEADER_TOPIC)}[{h.get(contract.HEADER_PARTITION)}]"
-                    f"@{h.get(contract.HEADER_OFFSET)}",
+                    h.get(run_contract.HEADER_REASON, "?"),
+                    h.get(run_contract.HEADER_DETAIL, ""),
+                    f"{h.get(run_contract.HEADER_TOPIC)}[{h.get(run_contract.HEADER_PARTITION)}]"
+                    f"@{h.get(run_contract.HEADER_OFFSET)}",
                     len(rec.value or b""),
                 )
             )
@@ -71,7 +71,7 @@ def requeue(settings: Settings, dlq_offset: int) -> tuple[int, int]:
         consumer.close()
     if record is None:
         raise LookupError(f"no dead letter at offset {dlq_offset} of {settings.dlq_topic}")
-    if any(k == contract.HEADER_TRUNCATED_FROM for k, _ in record.headers):
+    if any(k == run_contract.HEADER_TRUNCATED_FROM for k, _ in record.headers):
         raise LookupError(
             f"dead letter {dlq_offset} was cut to fit {settings.dlq_topic}; its full value "
             "is in dicom_ingest_error (payload, payload_encoding) under the same source offset"
@@ -84,7 +84,7 @@ def requeue(settings: Settings, dlq_offset: int) -> tuple[int, int]:
             settings.storage_topic,
             value=record.value,
             headers=[
-                (contract.HEADER_REQUEUED_FROM, f"{settings.dlq_topic}@{dlq_offset}".encode())
+                (run_contract.HEADER_REQUEUED_FROM, f"{settings.dlq_topic}@{dlq_offset}".encode())
             ],
         ).get(timeout=30)
     finally:

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from wado_pipeline.core.batching import Cursor
+from wado_pipeline.core.planning import Cursor
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import Settings
 
@@ -27,7 +27,7 @@ def sensor_cursor(topic: str) -> Cursor | None:
     """The sensor's cursor from the Dagster instance ($DAGSTER_HOME), if there is one."""
     from dagster import DagsterInstance
 
-    from wado_pipeline.resources.run_history import sensor_cursor as stored_cursor
+    from wado_pipeline.resources.dagster_runs import sensor_cursor as stored_cursor
 
     if not os.environ.get("DAGSTER_HOME"):
         return None

@@ -15,10 +15,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from wado_pipeline.core.contract import SINKS
 from wado_pipeline.core.extract import build_records, read_header
 from wado_pipeline.core.rejection import Rejected
-from wado_pipeline.core.wire import encode_row
+from wado_pipeline.core.run_contract import SINKS
+from wado_pipeline.core.topic_json import encode_row
 from wado_pipeline.settings import Settings
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -145,8 +145,8 @@ def _lag_row(r) -> dict:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from wado_pipeline.core.batching import OffsetRange
-    from wado_pipeline.core.contract import JOB_NAME, REPLAY_TAG, run_config_for, tags_for
+    from wado_pipeline.core.planning import OffsetRange
+    from wado_pipeline.core.run_contract import JOB_NAME, REPLAY_TAG, run_config_for, tags_for
 
     settings = _settings()
     if args.to <= getattr(args, "from"):
@@ -167,7 +167,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from wado_pipeline.cli.rebuild import RebuildFailed, rebuild, run_config
+    from wado_pipeline.cli.rebuild_command import RebuildFailed, rebuild, run_config
 
     settings = _settings()
     partitions = [int(p) for p in args.partitions.split(",") if p] if args.partitions else None

@@ -1,7 +1,7 @@
 """A rejected store message as a dead letter: its original value plus headers that say
 where it came from and why it was rejected.
 
-Pure: the Kafka resource sends what this builds. Header names are in ``core.contract``
+Pure: the Kafka resource sends what this builds. Header names are in ``core.run_contract``
 (read by ``wado-pipeline dlq`` and a site's tools).
 """
 
@@ -11,8 +11,8 @@ import base64
 import json
 from dataclasses import dataclass
 
-from wado_pipeline.core.batch import RejectedRecord
-from wado_pipeline.core.contract import (
+from wado_pipeline.core.batch_rows import RejectedRecord
+from wado_pipeline.core.run_contract import (
     HEADER_DETAIL,
     HEADER_MASKED,
     HEADER_OFFSET,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from wado_pipeline.core.batch import Outcome, SourceRecord, process_record
+from wado_pipeline.core.batch_rows import Outcome, SourceRecord, process_record
 from wado_pipeline.core.transcode import Transcoding
 
 PARALLEL_THRESHOLD = 64

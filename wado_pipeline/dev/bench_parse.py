@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydicom
 
-from wado_pipeline.core.batch import SourceRecord, process_record
+from wado_pipeline.core.batch_rows import SourceRecord, process_record
 from wado_pipeline.core.extract import extract
 from wado_pipeline.core.message import parse_store_message
 from wado_pipeline.core.parallel import process_records

@@ -30,11 +30,11 @@ from pathlib import Path
 from kafka import KafkaProducer
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.assets import steps
+from wado_pipeline.assets import batch_steps
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import PARTITION_TAG, RANGE_TAG
 from wado_pipeline.core.parallel import shutdown_pool
+from wado_pipeline.core.planning import OffsetRange
+from wado_pipeline.core.run_contract import PARTITION_TAG, RANGE_TAG
 from wado_pipeline.definitions import build_resources
 from wado_pipeline.dev.sandbox import dagster_home, dagster_process, namespace
 from wado_pipeline.dev.synthetic import synthetic_archive
@@ -90,7 +90,7 @@ def produce(
 
 
 def core_loop(s: Settings, n: int) -> dict:
-    """The ops' steps (``assets.steps``) in a plain loop over the same resources the
+    """The ops' steps (``assets.batch_steps``) in a plain loop over the same resources the
     runs get from ``definitions``: no Dagster, the same calls."""
     resources = build_resources(s, env_secrets=False)
     kafka, pg, doris = resources["kafka"], resources["postgres"], resources["doris"]
@@ -105,22 +105,24 @@ def core_loop(s: Settings, n: int) -> dict:
             rng = OffsetRange(
                 s.storage_topic, o.partition, start, min(o.end, start + s.max_batch_messages)
             )
-            batch = steps.read(kafka, rng, ingest.roots, ingest.parse_workers, ingest.transcoding)
+            batch = batch_steps.read(
+                kafka, rng, ingest.roots, ingest.parse_workers, ingest.transcoding
+            )
             stages["read_s"] += batch.timings["read_s"]
             stages["parse_s"] += batch.timings["parse_s"]
             t = time.perf_counter()
-            steps.publish(kafka, batch, s.state_topic, s.image_topic)
+            batch_steps.publish(kafka, batch, s.state_topic, s.image_topic)
             stages["publish_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            errors = {S.INGEST_ERROR.name: steps.error_rows(batch, "core-loop")}
+            errors = {S.INGEST_ERROR.name: batch_steps.error_rows(batch, "core-loop")}
             pg.write_batch({**batch.table_rows(), **errors}, rng)
             stages["postgres_s"] += time.perf_counter() - t
             t = time.perf_counter()
             doris.write_batch(batch.table_rows(), rng)
             stages["doris_s"] += time.perf_counter() - t
             if batch.grouped.rejections:
-                steps.publish_dead_letters(kafka, batch, s.dlq_topic, "core-loop")
-            steps.commit(kafka, pg, s.consumer_group, rng)
+                batch_steps.publish_dead_letters(kafka, batch, s.dlq_topic, "core-loop")
+            batch_steps.commit(kafka, pg, s.consumer_group, rng)
             batches += 1
     elapsed = time.perf_counter() - t0
     shutdown_pool()
@@ -262,11 +264,18 @@ def run_timeline(runs: list[dict], since: float) -> list[dict]:
 def settle_runs(home: Path, storage: str, timeout: float = 120) -> None:
     """Until no run is queued or in progress (their last events are then stored)."""
     os.environ["DAGSTER_POSTGRES_URL"] = storage
-    from dagster import DagsterInstance, RunsFilter
-    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     with DagsterInstance.from_config(str(home)) as instance:
-        busy = RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)
+        busy = RunsFilter(
+            statuses=[
+                DagsterRunStatus.QUEUED,
+                DagsterRunStatus.NOT_STARTED,
+                DagsterRunStatus.STARTING,
+                DagsterRunStatus.STARTED,
+                DagsterRunStatus.CANCELING,
+            ]
+        )
         deadline = time.monotonic() + timeout
         while instance.get_runs_count(busy) and time.monotonic() < deadline:
             time.sleep(0.5)

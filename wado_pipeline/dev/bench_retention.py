@@ -16,13 +16,12 @@ import uuid
 from pathlib import Path
 
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
-from dagster._core.events import EngineEventData
-from dagster._core.events.log import EventLogEntry
 
-from wado_pipeline.assets.storage_pool import pool_dagster_storage
-from wado_pipeline.core.contract import JOB_NAME
+from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
+from wado_pipeline.core.run_contract import JOB_NAME
+from wado_pipeline.dagster_internals import EngineEventData, EventLogEntry
 from wado_pipeline.dev.sandbox import dagster_home
-from wado_pipeline.resources.retention import prune
+from wado_pipeline.resources.dagster_pruning import prune
 from wado_pipeline.settings import Settings
 
 EVENTS_PER_RUN = 40  # what a batch run stores (steps, outputs, materializations, logs)

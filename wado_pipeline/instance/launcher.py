@@ -36,14 +36,18 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import Field
-from dagster._core.errors import DagsterLaunchFailedError
-from dagster._core.launcher import DefaultRunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._serdes import ConfigurableClassData, serialize_value
+from dagster import DagsterRun, Field
 
-from wado_pipeline.instance.zygote import process_start_ticks
+from wado_pipeline.dagster_internals import (
+    CheckRunHealthResult,
+    ConfigurableClassData,
+    DagsterLaunchFailedError,
+    DefaultRunLauncher,
+    LaunchRunContext,
+    WorkerStatus,
+    serialize_value,
+)
+from wado_pipeline.instance.warm_process import process_start_ticks
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +152,7 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
                 [
                     sys.executable,
                     "-m",
-                    "wado_pipeline.instance.zygote",
+                    "wado_pipeline.instance.warm_process",
                     "--fd",
                     str(theirs.fileno()),
                     "--preload",

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.resources.queries import count_present
 from wado_pipeline.resources.sql import TRANSIENT_DB_ERRORS, Rows, SqlBackend
 from wado_pipeline.resources.stream_load import LoadResult, StreamLoader, encode_rows, make_label

@@ -23,7 +23,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 from pydantic import PrivateAttr
 
-from wado_pipeline.core.batch import SourceRecord
+from wado_pipeline.core.batch_rows import SourceRecord
 from wado_pipeline.core.dead_letter import DeadLetter
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.resources.retry import with_retries

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey
 
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import LOST_CHECK
+from wado_pipeline.core.planning import OffsetRange
+from wado_pipeline.core.run_contract import LOST_CHECK
 
 
 def lost_offsets_evaluation(

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from psycopg2.extras import execute_values
 from sqlalchemy import text
 
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.resources.sql import Rows, SqlBackend
 from wado_pipeline.resources.tables import sa_tables
 from wado_pipeline.resources.upserts import postgres_upsert

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.resources.retry import with_retries
 from wado_pipeline.resources.tables import sql_engine
 

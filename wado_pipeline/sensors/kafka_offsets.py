@@ -2,7 +2,7 @@
 
 Every 5 s it reads each partition's beginning and end offsets and the consumer group's
 progress (never message content, apart from one timestamp for the age trigger), plans
-batches with ``core.batching`` and requests one run per offset range. The cursor holds
+batches with ``core.planning`` and requests one run per offset range. The cursor holds
 the next offset per partition; it is saved with the tick, so a failed tick advances
 nothing. The group's offsets are committed by the runs, after writing.
 
@@ -30,7 +30,7 @@ from dagster import (
     sensor,
 )
 
-from wado_pipeline.core.batching import (
+from wado_pipeline.core.planning import (
     RELAUNCH_GRACE_MS,
     Cursor,
     Hole,
@@ -43,7 +43,7 @@ from wado_pipeline.core.batching import (
     skip_taken,
     slices,
 )
-from wado_pipeline.core.contract import (
+from wado_pipeline.core.run_contract import (
     DATA_LANE,
     PARTITION_TAG,
     PENDING_TAG,
@@ -62,17 +62,17 @@ from wado_pipeline.core.contract import (
     run_config_for,
     tags_for,
 )
-from wado_pipeline.resources.ingest import IngestSettings
-from wado_pipeline.resources.kafka import CodecUnavailable, KafkaResource
-from wado_pipeline.resources.lost_offsets import lost_offsets_evaluation
-from wado_pipeline.resources.retry import bounded_call
-from wado_pipeline.resources.run_history import (
+from wado_pipeline.resources.dagster_runs import (
     claimed_ranges,
     failed_runs_by_range,
     in_flight_runs,
     launched_without_range,
     recent_rebuild_plans,
 )
+from wado_pipeline.resources.ingest_settings import IngestSettings
+from wado_pipeline.resources.kafka import CodecUnavailable, KafkaResource
+from wado_pipeline.resources.lost_offsets import lost_offsets_evaluation
+from wado_pipeline.resources.retry import bounded_call
 
 NOT_STARTED = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)
 
@@ -116,7 +116,7 @@ def describe_holes(topic: str, holes: dict[int, list[Hole]], failed: dict[int, d
 
 
 def rebuild_requests(instance, cursor: Cursor, topic: str, cap: int, keys_of) -> list[RunRequest]:
-    """Runs for sink rebuild plans not yet carried out (``assets.rebuild``): one per
+    """Runs for sink rebuild plans not yet carried out (``assets.rebuild_job``): one per
     batch-cap slice, selecting only the sink's assets, tagged with the plan's run id.
     Without a partition tag they never hold up the sensor's own runs; their own
     concurrency limit (``wado/rebuild`` in dagster.yaml) paces them."""

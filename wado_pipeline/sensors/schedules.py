@@ -1,6 +1,6 @@
 """Schedules of the pipeline's upkeep: verifying the batches that landed, and pruning
 Dagster's own storage. Both only decide whether a run is due; the work is in the jobs
-(``assets.checks`` and ``assets.retention``)."""
+(``assets.checks`` and ``assets.retention_job``)."""
 
 from dagster import (
     DefaultScheduleStatus,
@@ -12,9 +12,9 @@ from dagster import (
     schedule,
 )
 
-from wado_pipeline.core.contract import RETENTION_SCHEDULE, UPKEEP_LANE, VERIFY_SCHEDULE
-from wado_pipeline.resources.ingest import IngestSettings
-from wado_pipeline.resources.run_history import IN_FLIGHT, ranges_to_verify, verified_through
+from wado_pipeline.core.run_contract import RETENTION_SCHEDULE, UPKEEP_LANE, VERIFY_SCHEDULE
+from wado_pipeline.resources.dagster_runs import IN_FLIGHT, ranges_to_verify, verified_through
+from wado_pipeline.resources.ingest_settings import IngestSettings
 
 
 def build_verify_schedule(job: JobDefinition):

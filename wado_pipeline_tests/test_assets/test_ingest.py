@@ -11,8 +11,8 @@ from dagster import (
 )
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import JOB_NAME, run_config_for
+from wado_pipeline.core.planning import OffsetRange
+from wado_pipeline.core.run_contract import JOB_NAME, run_config_for
 from wado_pipeline.definitions import build_definitions
 from wado_pipeline.resources.doris import MariaDBResource
 from wado_pipeline.resources.kafka import KafkaResource

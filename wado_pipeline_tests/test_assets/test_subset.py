@@ -11,12 +11,12 @@ from dagster import (
     execute_job,
     instance_for_test,
 )
-from dagster._core.utils import make_new_run_id
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.assets.keys import asset_keys
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.contract import JOB_NAME, PENDING_TAG
+from wado_pipeline.core.run_contract import JOB_NAME, PENDING_TAG
+from wado_pipeline.dagster_internals import make_new_run_id
 from wado_pipeline.definitions import build_definitions
 from wado_pipeline_tests.support import (
     consume_all,

@@ -3,7 +3,7 @@
 import json
 from datetime import datetime, timedelta
 
-from wado_pipeline.core.batch import SourceRecord, group
+from wado_pipeline.core.batch_rows import SourceRecord, group
 from wado_pipeline.core.parallel import process_records
 from wado_pipeline.dev.synthetic import (
     InstanceSpec,

@@ -1,6 +1,6 @@
 """The micro-batch plan: thresholds, age trigger, growth under backlog, retention loss."""
 
-from wado_pipeline.core.batching import (
+from wado_pipeline.core.planning import (
     BatchPolicy,
     Cursor,
     OffsetRange,
@@ -105,7 +105,7 @@ def test_a_cursor_saved_by_the_earlier_policy_still_reads():
 
 
 def test_holes_relaunch_after_grace_then_with_backoff():
-    from wado_pipeline.core.batching import (
+    from wado_pipeline.core.planning import (
         RELAUNCH_GRACE_MS,
         RELAUNCH_MAX_DELAY_MS,
         due_relaunches,
@@ -134,7 +134,7 @@ def test_holes_relaunch_after_grace_then_with_backoff():
 
 
 def test_long_hole_is_relaunched_in_pieces_and_respects_the_inflight_limit():
-    from wado_pipeline.core.batching import RELAUNCH_GRACE_MS, due_relaunches, track_holes
+    from wado_pipeline.core.planning import RELAUNCH_GRACE_MS, due_relaunches, track_holes
 
     holes = track_holes([], [(0, 5000), (6000, 6100)], 0)
     due = due_relaunches(holes, RELAUNCH_GRACE_MS, 2000, 1)
@@ -143,7 +143,7 @@ def test_long_hole_is_relaunched_in_pieces_and_respects_the_inflight_limit():
 
 
 def test_claim_past_skips_claimed_and_processed_intervals():
-    from wado_pipeline.core.batching import claim_past
+    from wado_pipeline.core.planning import claim_past
 
     assert claim_past(10, []) == 10
     assert claim_past(10, [(10, 60)]) == 60
@@ -153,7 +153,7 @@ def test_claim_past_skips_claimed_and_processed_intervals():
 
 
 def test_pending_ranges_start_at_the_cursor_and_stop_at_the_cap():
-    from wado_pipeline.core.batching import OffsetRange, pending_ranges
+    from wado_pipeline.core.planning import OffsetRange, pending_ranges
 
     bounds = {0: (0, 100), 1: (50, 60), 2: (0, 0), 3: (0, 5000)}
     starts = {0: 40, 1: 10, 3: 0}  # partition 1's start expired: begin at 50

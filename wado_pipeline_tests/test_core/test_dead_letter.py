@@ -2,7 +2,7 @@
 
 import base64
 
-from wado_pipeline.core.batch import RejectedRecord
+from wado_pipeline.core.batch_rows import RejectedRecord
 from wado_pipeline.core.dead_letter import (
     HEADER_OFFSET,
     HEADER_REASON,

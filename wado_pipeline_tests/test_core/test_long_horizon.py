@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from wado_pipeline.core.batching import (
+from wado_pipeline.core.planning import (
     RELAUNCH_MAX_DELAY_MS,
     BatchPolicy,
     Cursor,

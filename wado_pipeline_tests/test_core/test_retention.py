@@ -1,8 +1,8 @@
 """The retention rules: what Dagster's storage may forget."""
 
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.progress import PartitionProgress
-from wado_pipeline.core.retention import FinishedRun, Redone, deletable
+from wado_pipeline.core.retention_rules import FinishedRun, Redone, deletable
 
 
 def r(p: int, start: int, end: int) -> OffsetRange:

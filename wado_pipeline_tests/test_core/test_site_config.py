@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
-from dagster._serdes import serialize_value
 
+from wado_pipeline.dagster_internals import RepositorySnap, serialize_value
 from wado_pipeline.settings import Settings, SiteConfigError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "application.prod.json"
@@ -62,7 +62,6 @@ def test_an_unreadable_site_file_names_itself(tmp_path):
 def test_no_password_reaches_the_ui(site_file, monkeypatch):
     """The repository snapshot the UI's resource pages read names where each URL comes
     from, never its password: from a site file, and with the local defaults too."""
-    from dagster._core.remote_representation.external_data import RepositorySnap
 
     from wado_pipeline.definitions import build_definitions
 

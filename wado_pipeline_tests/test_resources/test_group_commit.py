@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from wado_pipeline.assets import steps
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.assets import batch_steps
+from wado_pipeline.core.planning import OffsetRange
 
 pytestmark = pytest.mark.stack
 
@@ -26,7 +26,7 @@ def test_concurrent_commits_of_one_partition_lose_no_range(settings, kafka, post
         try:
             start.wait()
             for rng in mine:
-                steps.commit(kafka, postgres, settings.consumer_group, rng)
+                batch_steps.commit(kafka, postgres, settings.consumer_group, rng)
         except Exception as exc:  # reported below, with the thread's traceback lost
             errors.append(exc)
 

@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.resources.doris import DorisStreamLoadResource
 from wado_pipeline.resources.stream_load import (
     ALREADY,

@@ -9,7 +9,7 @@ from dagster import instance_for_test
 from kafka import KafkaProducer
 from kafka.admin import NewPartitions
 
-from wado_pipeline.core.contract import PARTITION_TAG, RANGE_TAG
+from wado_pipeline.core.run_contract import PARTITION_TAG, RANGE_TAG
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline_tests.support import ranges, tick, wait_until
 

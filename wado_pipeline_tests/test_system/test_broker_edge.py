@@ -13,8 +13,8 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import MessageSizeTooLargeError
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.core.batching import RELAUNCH_GRACE_MS
 from wado_pipeline.core.dead_letter import HEADER_OFFSET, HEADER_REASON, HEADER_TRUNCATED_FROM
+from wado_pipeline.core.planning import RELAUNCH_GRACE_MS
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import STORAGE_MAX_MESSAGE_BYTES, topic_specs
 from wado_pipeline_tests.support import (

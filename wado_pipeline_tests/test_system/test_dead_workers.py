@@ -14,7 +14,7 @@ from dagster import DagsterInstance
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.contract import SENSOR_NAME, VERIFY_JOB
+from wado_pipeline.core.run_contract import SENSOR_NAME, VERIFY_JOB
 from wado_pipeline.dev.sandbox import PROJECT
 from wado_pipeline.instance.launcher import WORKER_TAG
 from wado_pipeline.resources.kafka import KafkaResource

@@ -18,8 +18,8 @@ from kafka import KafkaProducer
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import run_config_for
+from wado_pipeline.core.planning import OffsetRange
+from wado_pipeline.core.run_contract import run_config_for
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline_tests.support import (
     assert_tables_match,

@@ -17,18 +17,17 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
-from dagster._core.errors import DagsterLaunchFailedError
-from dagster._core.launcher.base import WorkerStatus
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.core.contract import JOB_NAME
+from wado_pipeline.core.run_contract import JOB_NAME
+from wado_pipeline.dagster_internals import DagsterLaunchFailedError, WorkerStatus
 from wado_pipeline.dev.sandbox import dagster_process
 from wado_pipeline.instance.launcher import WORKER_TAG, WarmProcessRunLauncher, signal_worker
-from wado_pipeline.instance.zygote import process_start_ticks
+from wado_pipeline.instance.warm_process import process_start_ticks
 from wado_pipeline_tests.support import encode, synthetic_messages, wait_until
 from wado_pipeline_tests.test_system.test_ui import gql, running_dagster_dev
 
-ZYGOTE = "wado_pipeline.instance.zygote"
+ZYGOTE = "wado_pipeline.instance.warm_process"
 
 
 def zygotes(home) -> list[int]:

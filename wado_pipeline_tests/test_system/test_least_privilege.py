@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from wado_pipeline.core.contract import HEADER_MASKED
 from wado_pipeline.core.dead_letter import MASK
+from wado_pipeline.core.run_contract import HEADER_MASKED
 from wado_pipeline_tests.support import (
     assert_tables_match,
     consume_all,

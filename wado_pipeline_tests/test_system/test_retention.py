@@ -10,12 +10,12 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.assets.storage_pool import pool_dagster_storage
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import JOB_NAME, RETENTION_JOB, run_config_for, tags_for
+from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
+from wado_pipeline.core.planning import OffsetRange
+from wado_pipeline.core.run_contract import JOB_NAME, RETENTION_JOB, run_config_for, tags_for
 from wado_pipeline.definitions import build_definitions
 from wado_pipeline.resources.doris import MariaDBResource
-from wado_pipeline.resources.ingest import IngestSettings
+from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline_tests.support import (
     encode,
     offset_commits,
@@ -132,7 +132,7 @@ def test_retention_of_ten_thousand_runs_on_postgres_storage(dagster_home, monkey
     """A site's backlog of finished runs past the window: one tick deletes up to its bound
     and says it did not finish; ticks at that bound then delete all, and the last says it
     finished. The bound must keep up with 2,000 runs an hour at the default interval."""
-    from wado_pipeline.resources.retention import prune
+    from wado_pipeline.resources.dagster_pruning import prune
     from wado_pipeline.settings import Settings
 
     home, storage_url = dagster_home

@@ -22,7 +22,7 @@ import pytest
 from dagster import DagsterInstance
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.core.contract import JOB_NAME, SENSOR_NAME
+from wado_pipeline.core.run_contract import JOB_NAME, SENSOR_NAME
 from wado_pipeline.dev.bench_pipeline import produce
 from wado_pipeline_tests.support import synthetic_messages, wait_until
 from wado_pipeline_tests.test_system.test_ui import gql, running_dagster_dev
@@ -69,7 +69,7 @@ def _processes(pgid: int) -> dict[str, int]:
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         if "execute_run" in cmd or "execute_step" in cmd or comm == "wado-run-worker":
             continue  # a run worker: short-lived by design
-        if "wado_pipeline.instance.zygote" in cmd:
+        if "wado_pipeline.instance.warm_process" in cmd:
             role = "warm_process"  # the run launcher's (its workers are named above)
         elif "dagster._daemon" in cmd or "dagster-daemon" in cmd:
             role = "daemon"

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.contract import PENDING_TAG, SENSOR_NAME
+from wado_pipeline.core.run_contract import PENDING_TAG, SENSOR_NAME
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline_tests.support import (
     consume_all,

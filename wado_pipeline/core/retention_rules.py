@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.progress import PartitionProgress, subtract
 
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
-from wado_pipeline.core.batching import Cursor, OffsetRange
-from wado_pipeline.core.contract import (
+from wado_pipeline.core.planning import Cursor, OffsetRange
+from wado_pipeline.core.run_contract import (
     JOB_NAME,
     PARTITION_TAG,
     PENDING_TAG,

@@ -1,7 +1,7 @@
 """Pruning Dagster's own storage: finished runs past the retention window, with their
 events and check results, and the schedules' and sensors' old ticks.
 
-What may go is decided by ``core.retention``; this reads what it needs from the Dagster
+What may go is decided by ``core.retention_rules``; this reads what it needs from the Dagster
 instance and the consumer group, and deletes in bounded chunks, each its own
 transactions, so the sensor's ticks and the runs keep going meanwhile.
 """
@@ -14,19 +14,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.scheduler.instigation import TickStatus
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from sqlalchemy import delete, func, select
 
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import (
+from wado_pipeline.core.planning import OffsetRange
+from wado_pipeline.core.progress import PartitionProgress
+from wado_pipeline.core.retention_rules import FinishedRun, Redone, deletable
+from wado_pipeline.core.run_contract import (
     RETENTION_JOB,
     SINK_TAG,
     VERIFY_JOB,
     ranges_of_run,
 )
-from wado_pipeline.core.progress import PartitionProgress
-from wado_pipeline.core.retention import FinishedRun, Redone, deletable
+from wado_pipeline.dagster_internals import AssetCheckExecutionsTable, TickStatus
 
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 # The upkeep jobs' own runs (a verification, a pruning) are kept a day at most: only

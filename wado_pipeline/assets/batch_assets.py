@@ -1,7 +1,7 @@
 """The graph-backed multi-asset of one batch: one run = one offset range of one
 storage-topic partition, with an asset per place the batch lands (lineage in the UI).
 
-Run config holds only the offset range (``core.contract``); everything else is read
+Run config holds only the offset range (``core.run_contract``); everything else is read
 from Kafka. The ops are in ``ops``; the steps they perform in ``steps``.
 """
 
@@ -18,16 +18,16 @@ from dagster import (
     graph_multi_asset,
 )
 
-from wado_pipeline.assets.keys import GROUP, asset_keys
-from wado_pipeline.assets.ops import (
+from wado_pipeline.assets.batch_ops import (
     commit_offsets,
     publish_records,
     read_batch,
     write_doris,
     write_postgres,
 )
+from wado_pipeline.assets.keys import GROUP, asset_keys
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.contract import GRAPH_NAME
+from wado_pipeline.core.run_contract import GRAPH_NAME
 from wado_pipeline.settings import Settings
 
 

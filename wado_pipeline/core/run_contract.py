@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.planning import OffsetRange
 
 JOB_NAME = "ingest_job"
 SENSOR_NAME = "storage_topic_sensor"
@@ -58,7 +58,7 @@ VERIFY_JOB = "verify_batches"
 VERIFY_SCHEDULE = "verify_batches_schedule"
 VERIFIED_TAG = "wado/verified_through"
 
-# Retention of Dagster's own storage (assets/retention.py)
+# Retention of Dagster's own storage (assets/retention_job.py)
 RETENTION_JOB = "prune_dagster_storage"
 RETENTION_SCHEDULE = "prune_dagster_storage_schedule"
 

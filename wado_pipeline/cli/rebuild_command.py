@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import requests
 
-from wado_pipeline.core.batching import slices
-from wado_pipeline.core.contract import (
+from wado_pipeline.core.planning import slices
+from wado_pipeline.core.run_contract import (
     REBUILD_JOB,
     REBUILD_PLAN_TAG,
     REBUILD_TAG,

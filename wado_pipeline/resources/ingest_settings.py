@@ -8,8 +8,8 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from wado_pipeline.core.batching import BatchPolicy
-from wado_pipeline.core.contract import SENSOR_TICK_SECONDS
+from wado_pipeline.core.planning import BatchPolicy
+from wado_pipeline.core.run_contract import SENSOR_TICK_SECONDS
 from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.settings import Settings
 

@@ -28,35 +28,26 @@ from dagster import (
     Output,
     op,
 )
-from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 from pydantic import Field
 
-from wado_pipeline.assets import steps
+from wado_pipeline.assets import batch_steps
+from wado_pipeline.assets.batch_steps import Batch
+from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
 from wado_pipeline.assets.keys import topic_key
 from wado_pipeline.assets.metadata import batch_metadata, table_metadata
-from wado_pipeline.assets.steps import Batch
-from wado_pipeline.assets.storage_pool import pool_dagster_storage
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batching import OffsetRange, claim_past, pending_ranges
-from wado_pipeline.core.contract import (
+from wado_pipeline.core.parallel import shutdown_pool
+from wado_pipeline.core.planning import OffsetRange, claim_past, pending_ranges
+from wado_pipeline.core.progress import PartitionProgress
+from wado_pipeline.core.run_contract import (
     JOB_NAME,
     PENDING_TAG,
     READ_OP,
     pending_tag,
     ranges_from_pending_tag,
 )
-from wado_pipeline.core.parallel import shutdown_pool
-from wado_pipeline.core.progress import PartitionProgress
-from wado_pipeline.resources.doris import DorisBackend
-from wado_pipeline.resources.ingest import IngestSettings
-from wado_pipeline.resources.kafka import (
-    CodecUnavailable,
-    KafkaResource,
-    OffsetRangeUnavailable,
-)
-from wado_pipeline.resources.lost_offsets import lost_offsets_evaluation
-from wado_pipeline.resources.postgres import PostgresResource
-from wado_pipeline.resources.run_history import (
+from wado_pipeline.dagster_internals import PARENT_RUN_ID_TAG
+from wado_pipeline.resources.dagster_runs import (
     claimed_ranges,
     launched_without_range,
     overlapping_runs,
@@ -64,6 +55,15 @@ from wado_pipeline.resources.run_history import (
     sensor_running,
     sensor_tick_done_after,
 )
+from wado_pipeline.resources.doris import DorisBackend
+from wado_pipeline.resources.ingest_settings import IngestSettings
+from wado_pipeline.resources.kafka import (
+    CodecUnavailable,
+    KafkaResource,
+    OffsetRangeUnavailable,
+)
+from wado_pipeline.resources.lost_offsets import lost_offsets_evaluation
+from wado_pipeline.resources.postgres import PostgresResource
 from wado_pipeline.resources.sql import SqlBackend, TablesNotReady
 
 TABLE_OUTS = {t.name: Out(Nothing) for t in S.PIPELINE_TABLES}
@@ -195,13 +195,13 @@ def read_batch(
         )
     ranges = [rng] if rng is not None else _resolve_pending(context, kafka, ingest)
     try:
-        batch = steps.read_ranges(
+        batch = batch_steps.read_ranges(
             kafka, ranges, ingest.roots, ingest.parse_workers, ingest.transcoding
         )
     except (OffsetRangeUnavailable, CodecUnavailable) as exc:
         # Neither heals by retrying the run; the range stays a hole the sensor relaunches.
         raise Failure(description=str(exc), allow_retries=False) from exc
-    except steps.CountsDoNotReconcile as exc:
+    except batch_steps.CountsDoNotReconcile as exc:
         raise Failure(description=str(exc)) from exc
     finally:
         shutdown_pool()  # a run worker must not end with live pool processes
@@ -242,7 +242,7 @@ def publish_records(
     (reason, source partition and offset in headers; cut to fit a site's topic)."""
     selected = context.selected_output_names
     t0 = time.perf_counter()
-    n_state, n_image = steps.publish(
+    n_state, n_image = batch_steps.publish(
         kafka,
         batch,
         ingest.state_topic if "state" in selected else None,
@@ -256,7 +256,7 @@ def publish_records(
             yield Output(None, name, metadata=meta)
     if "dlq" in selected and batch.grouped.rejections:
         masked = ingest.dead_letter_payload == "masked"
-        n, cut = steps.publish_dead_letters(
+        n, cut = batch_steps.publish_dead_letters(
             kafka, batch, ingest.dlq_topic, context.run_id, mask=masked
         )
         if cut:
@@ -308,7 +308,7 @@ def write_postgres(context: OpExecutionContext, batch: Batch, postgres: Postgres
     """Upsert the three index tables, and the batch's rejected messages into
     ``dicom_ingest_error`` (each with its full original value), in one transaction."""
     errors = "errors" in context.selected_output_names and bool(batch.grouped.rejections)
-    extra = {S.INGEST_ERROR.name: steps.error_rows(batch, context.run_id)} if errors else None
+    extra = {S.INGEST_ERROR.name: batch_steps.error_rows(batch, context.run_id)} if errors else None
     yield from _write_tables(context, batch, postgres, with_preview=True, extra=extra)
     if errors:
         yield Output(None, "errors", metadata=_rejects_metadata(batch))
@@ -352,7 +352,7 @@ def commit_offsets(
         )
     committed = {}
     for rng in batch.ranges:
-        progress = steps.commit(kafka, postgres, ingest.consumer_group, rng)
+        progress = batch_steps.commit(kafka, postgres, ingest.consumer_group, rng)
         held = progress.committed < rng.end
         committed[f"{rng.topic}[{rng.partition}]"] = progress.committed
         context.log.info(

@@ -2,17 +2,17 @@
 
 Every batch is a run, and every run leaves events, check results and ticks behind
 (README "Sizing" has the figures). Its schedule runs this every
-``WADO_RETENTION_INTERVAL_MINUTES``; the rules are in ``core.retention``, the deleting
-in ``resources.retention``.
+``WADO_RETENTION_INTERVAL_MINUTES``; the rules are in ``core.retention_rules``, the deleting
+in ``resources.dagster_pruning``.
 """
 
 from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
 
-from wado_pipeline.assets import steps
-from wado_pipeline.assets.storage_pool import pool_dagster_storage
-from wado_pipeline.core.contract import RETENTION_JOB, UPKEEP_JOB_TAGS
-from wado_pipeline.resources import retention
-from wado_pipeline.resources.ingest import IngestSettings
+from wado_pipeline.assets import batch_steps
+from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
+from wado_pipeline.core.run_contract import RETENTION_JOB, UPKEEP_JOB_TAGS
+from wado_pipeline.resources import dagster_pruning
+from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
 
@@ -34,7 +34,7 @@ def prune_runs(
         raise Failure(description="WADO_RUN_RETENTION_DAYS must be above 0", allow_retries=False)
     topic = ingest.storage_topic
     pool_dagster_storage(context.instance)  # a connection per deleted run's calls otherwise
-    report = retention.prune(
+    report = dagster_pruning.prune(
         context.instance,
         ingest.run_retention_days * DAY_S,
         topic,
@@ -44,7 +44,7 @@ def prune_runs(
         context.log.warning(
             f"retention stopped at its bound after {report.examined} runs; the next tick goes on"
         )
-    refreshed = steps.refresh_commits(kafka, postgres, ingest.consumer_group, topic)
+    refreshed = batch_steps.refresh_commits(kafka, postgres, ingest.consumer_group, topic)
     yield Output(
         None,
         metadata={

@@ -17,10 +17,10 @@ from typing import Optional
 from dagster import Config, Failure, OpExecutionContext, job, op
 from pydantic import Field
 
-from wado_pipeline.core.batching import OffsetRange
-from wado_pipeline.core.contract import REBUILD_JOB, REBUILD_PLAN_TAG, SINKS, rebuild_plan_tag
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.progress import PartitionProgress
-from wado_pipeline.resources.ingest import IngestSettings
+from wado_pipeline.core.run_contract import REBUILD_JOB, REBUILD_PLAN_TAG, SINKS, rebuild_plan_tag
+from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 
 

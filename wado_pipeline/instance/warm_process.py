@@ -1,6 +1,6 @@
 """The warm process that run workers are forked from (``launcher.WarmProcessRunLauncher``).
 
-Started by the launcher in the daemon as ``python -m wado_pipeline.instance.zygote``, it
+Started by the launcher in the daemon as ``python -m wado_pipeline.instance.warm_process``, it
 imports the heavy third-party modules once (Dagster, dagster-postgres, pydicom,
 kafka-python, SQLAlchemy, …: ~1.2 s of CPU on this machine) and then waits on a socket.
 For each run it forks: the child already has those modules, imports the code location
@@ -43,10 +43,14 @@ def process_start_ticks(pid: int) -> int | None:
 
 def _run_worker(request: dict) -> int:
     """In the forked child: execute the run as ``dagster api execute_run`` would."""
-    from dagster._cli.api import _execute_run_command_body
-    from dagster._core.instance import DagsterInstance, InstanceRef
-    from dagster._serdes import deserialize_value
-    from dagster._utils.interrupts import capture_interrupts
+    from dagster import DagsterInstance
+
+    from wado_pipeline.dagster_internals import (
+        InstanceRef,
+        _execute_run_command_body,
+        capture_interrupts,
+        deserialize_value,
+    )
 
     with capture_interrupts():
         ref = deserialize_value(request["instance_ref"], InstanceRef)

@@ -9,13 +9,13 @@ from datetime import datetime
 from pathlib import Path
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.batch import GroupedBatch, group
-from wado_pipeline.core.batching import OffsetRange
+from wado_pipeline.core.batch_rows import GroupedBatch, group
 from wado_pipeline.core.dead_letter import dead_letter, masked, payload_for_table
 from wado_pipeline.core.parallel import process_records
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.progress import PartitionProgress
+from wado_pipeline.core.topic_json import encode_row, image_key, state_key
 from wado_pipeline.core.transcode import Transcoding
-from wado_pipeline.core.wire import encode_row, image_key, state_key
 from wado_pipeline.resources.kafka import KafkaResource, OffsetRangeUnavailable, OutgoingMessage
 from wado_pipeline.resources.postgres import PostgresResource
 
