@@ -118,18 +118,18 @@ def test_every_setting_round_trips_through_the_environment():
     assert Settings.from_env({}) == defaults
 
 
-def test_readme_compatibility_table_is_the_suites_list():
-    """The side-by-side suite allows only the differences of this list, and the README
+def test_docs_compatibility_table_is_the_suites_list():
+    """The side-by-side suite allows only the differences of this list, and docs/upstream.md
     shows exactly this list."""
     from wado_pipeline.core.compatibility import markdown_table
 
-    assert markdown_table() in (ROOT / "README.md").read_text()
+    assert markdown_table() in (ROOT / "docs/upstream.md").read_text()
 
 
-def test_readme_site_config_table_is_the_mapping():
+def test_docs_site_config_table_is_the_mapping():
     from wado_pipeline.settings import site_config_table
 
-    assert site_config_table() in (ROOT / "README.md").read_text()
+    assert site_config_table() in (ROOT / "docs/upstream.md").read_text()
 
 
 # Runtime dependencies that production code does not import, each with the one place

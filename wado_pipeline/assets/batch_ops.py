@@ -9,7 +9,7 @@
 Each system is written by its own op, so "re-execute from failure" in the UI redoes only
 the writes that failed; ``read_batch``'s output is kept by the IO manager for that. The
 rejects go with the system they land in (no op of their own: every op is stored events
-in every run, README "Sizing"), and their assets materialize only in a batch that had
+in every run, docs/sizing.md), and their assets materialize only in a batch that had
 rejects.
 """
 

@@ -9,7 +9,7 @@ They run in their own job (``verify_batches``, launched by a schedule once a min
 batches landed), over every range that succeeded since the last verification, not as a
 step of each batch run. In the batch run they cost 0.5-2 s of re-reading Kafka on the
 path to the next batch, and seven checks' events and execution rows in Dagster's
-storage per run; verified together, they cost that once a minute (README "Sizing").
+storage per run; verified together, they cost that once a minute (docs/sizing.md).
 """
 
 from collections import Counter
@@ -161,7 +161,7 @@ def build_batch_checks(keys: dict[str, AssetKey]):
     covers the same runs again, so the check stays failed until the rows are there
     (a sink rebuild), not until the next good batch."""
     # One check per table and batch, not one per property: each check costs Dagster
-    # three stored events and a check-execution row per run (README "Sizing").
+    # three stored events and a check-execution row per run (docs/sizing.md).
     specs = [
         AssetCheckSpec(
             BATCH_KEYS,

@@ -45,7 +45,7 @@ def preview(table: str, rows: list[dict]) -> MetadataValue:
 
     Markdown, not ``MetadataValue.table``: Dagster serializes a table's schema and every
     record with type tags, five times the bytes, and each run stores it twice (its step
-    output and its materialization) in the event log (README "Sizing")."""
+    output and its materialization) in the event log (docs/sizing.md)."""
     cols = PREVIEW_COLUMNS[table]
 
     def cell(v) -> str:

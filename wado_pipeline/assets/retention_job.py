@@ -1,7 +1,7 @@
 """The ``prune_dagster_storage`` job: keeps Dagster's own storage at a plateau.
 
 Every batch is a run, and every run leaves events, check results and ticks behind
-(README "Sizing" has the figures). Its schedule runs this every
+(docs/sizing.md has the figures). Its schedule runs this every
 ``WADO_RETENTION_INTERVAL_MINUTES``; the rules are in ``core.retention_rules``, the deleting
 in ``resources.dagster_pruning``.
 """

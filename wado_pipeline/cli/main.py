@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -248,33 +250,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wado-pipeline",
-        description="Ingest DICOM store messages from Kafka into Kafka topics, "
-        "PostgreSQL and Apache Doris (orchestrated by Dagster).",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser(
-        "inspect",
-        help="print what the pipeline would store for DICOM files (JSON Lines)",
-        description="For each file print one JSON object: state and image records "
-        "and warnings, or the rejection reason. Exit 1 when any file is rejected.",
-    )
+def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--tenant", default="default", help="tenant_id to use (default: default)")
-    p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser(
-        "init-db",
-        help="create the tables in PostgreSQL and Doris, or print their DDL or grants",
-        description="Create the pipeline's tables (idempotent; run it as the tables' owner: "
-        "the pipeline's runs only read and upsert). With --print-ddl, print the DDL for one "
-        "backend instead; with --print-grants ROLE, the least-privilege grants. Both touch "
-        "nothing.",
-    )
-    p.add_argument("--print-ddl", choices=("postgres", "mariadb", "doris"))
+
+def _init_db_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--print-ddl", choices=BACKENDS)
     p.add_argument(
         "--print-grants",
         metavar="ROLE",
@@ -283,104 +265,170 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reader", default="wado_reader", help="the read-only role (wado_reader)")
     p.add_argument(
-        "--backend",
-        choices=("postgres", "mariadb", "doris"),
-        help="with --print-grants: one backend only (default: all three)",
+        "--backend", choices=BACKENDS, help="with --print-grants: one backend only (default: all)"
     )
-    p.set_defaults(func=cmd_init_db)
 
-    p = sub.add_parser(
-        "produce",
-        help="publish a store message per DICOM file, as the receiver does",
-        description="Copy DICOM files under a storage root in the receiver's layout "
-        "(<root>/<tenant>/<study>/<series>/<sop>.dcm) and publish one store message each "
-        "to WADO_STORAGE_TOPIC. Either a DIRECTORY of files or --synthetic N.",
-    )
+
+def _produce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("directory", nargs="?", metavar="DIRECTORY")
     p.add_argument("--synthetic", type=int, metavar="N", help="generate N CT/MR instances")
     p.add_argument("--seed", default="demo", help="seed of --synthetic (same seed, same UIDs)")
     p.add_argument("--tenant", default="default")
     p.add_argument("--root", help="storage root (default: first of WADO_STORAGE_ROOTS)")
     p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
-    p.set_defaults(func=cmd_produce)
 
-    p = sub.add_parser(
-        "lag",
-        help="per partition: end offset, sensor cursor, committed offset, pending, age",
-        description="Progress of the pipeline on WADO_STORAGE_TOPIC. The sensor cursor is "
-        "read from the Dagster instance in $DAGSTER_HOME (shown as - without one).",
-    )
-    p.set_defaults(func=cmd_lag)
 
-    p = sub.add_parser(
-        "replay",
-        help="launch a run for an offset range (recover a range by hand)",
-        description="Submit a run of the ingest job for offsets [FROM, TO) of one partition "
-        "to a running Dagster webserver (dagster dev / make dev). Same code path as sensor "
-        "runs; writes are idempotent, so replaying processed offsets changes nothing.",
-    )
+def _replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--from", type=int, required=True, metavar="A", help="first offset")
     p.add_argument("--to", type=int, required=True, metavar="B", help="end offset (exclusive)")
-    p.add_argument("--host", default="127.0.0.1", help="Dagster webserver host")
-    p.add_argument("--port", type=int, default=3000, help="Dagster webserver port")
-    p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser(
-        "rebuild",
-        help="refill one sink (doris, postgres or topics) from Kafka",
-        description="Launch the rebuild_sink job on a running Dagster webserver: it plans "
-        "the processed offsets to replay (from --since or --from-offset up to the consumer "
-        "group's offset) and the sensor runs them as bounded runs that write only the "
-        "sink's assets, never moving the group. Prints progress until every run ended.",
-    )
+
+def _rebuild_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sink", required=True, choices=SINKS)
     when = p.add_mutually_exclusive_group()
     when.add_argument("--since", help="ISO 8601 time (UTC), e.g. 2026-11-01")
     when.add_argument("--from-offset", type=int, help="first offset in every partition")
     p.add_argument("--partitions", help="comma-separated partitions (default: all)")
     p.add_argument("--no-wait", action="store_true", help="launch the plan and return")
-    p.add_argument("--host", default="127.0.0.1", help="Dagster webserver host")
-    p.add_argument("--port", type=int, default=3000, help="Dagster webserver port")
-    p.set_defaults(func=cmd_rebuild)
 
-    p = sub.add_parser(
-        "dlq",
-        help="list rejected messages, or requeue one after fixing its cause",
-        description="list: the last rejected messages of WADO_DLQ_TOPIC with reason, detail "
-        "and source offset (no payloads). requeue --offset N: publish dead letter N's "
-        "original value to WADO_STORAGE_TOPIC again, once the file or message is fixed.",
-    )
+
+def _dlq_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("list", "requeue"))
     p.add_argument("--offset", type=int, help="requeue: offset in the dead-letter topic")
     p.add_argument("--limit", type=int, default=50, help="list: how many (default 50)")
-    p.set_defaults(func=cmd_dlq)
 
-    p = sub.add_parser(
-        "bench",
-        help="measure throughput (prints figures, writes bench/results/latest.json)",
-        description="parse: header extraction vs bare pydicom reads over the pydicom "
-        "corpus plus synthetic CT/MR files. backlog: N messages already in the topic, "
-        "processed (a) by the core loop without Dagster and (b) by dagster-daemon with "
-        "the sensor and queued runs. steady: messages at fixed rates with the daemon "
-        "running; latency from produce to row visible. retention: N finished runs (5,000) "
-        "deleted by the pruning rules, runs per second. Needs the local stack (make up).",
-    )
-    p.add_argument(
-        "mode", nargs="?", default="parse", choices=("parse", "backlog", "steady", "retention")
-    )
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    modes = ("parse", "backlog", "steady", "retention")
+    p.add_argument("mode", nargs="?", default="parse", choices=modes)
     p.add_argument("-n", type=int, help="messages/files (parse 600, backlog 10,000)")
     p.add_argument("--quick", action="store_true", help="a small version (under 3 minutes)")
     p.add_argument("--repeat", type=int, default=3, help="parse: repetitions, best kept")
-    p.add_argument(
-        "--max-batch",
-        type=int,
-        default=Settings.max_batch_messages,
-        help=f"backlog: batch cap (default {Settings.max_batch_messages})",
-    )
+    cap = Settings.max_batch_messages
+    p.add_argument("--max-batch", type=int, default=cap, help=f"backlog: batch cap ({cap})")
     p.add_argument("--rates", default="10,100", help="steady: messages/s, comma-separated")
     p.add_argument("--seconds", type=float, help="steady: seconds per rate (60; quick 20)")
-    p.set_defaults(func=cmd_bench)
+
+
+def _webserver_options() -> argparse.ArgumentParser:
+    """The options of the commands that talk to a running Dagster webserver."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--host", default="127.0.0.1", help="Dagster webserver host")
+    parent.add_argument("--port", type=int, default=3000, help="Dagster webserver port")
+    return parent
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    description: str
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    webserver: bool = False  # takes --host and --port
+
+
+BACKENDS = ("postgres", "mariadb", "doris")
+
+COMMANDS = (
+    Command(
+        "inspect",
+        cmd_inspect,
+        "print what the pipeline would store for DICOM files (JSON Lines)",
+        "For each file print one JSON object: state and image records and warnings, or the "
+        "rejection reason. Exit 1 when any file is rejected.",
+        _inspect_arguments,
+    ),
+    Command(
+        "init-db",
+        cmd_init_db,
+        "create the tables in PostgreSQL and Doris, or print their DDL or grants",
+        "Create the pipeline's tables (idempotent; run it as the tables' owner: the "
+        "pipeline's runs only read and upsert). With --print-ddl, print the DDL for one "
+        "backend instead; with --print-grants ROLE, the least-privilege grants. Both touch "
+        "nothing.",
+        _init_db_arguments,
+    ),
+    Command(
+        "produce",
+        cmd_produce,
+        "publish a store message per DICOM file, as the receiver does",
+        "Copy DICOM files under a storage root in the receiver's layout "
+        "(<root>/<tenant>/<study>/<series>/<sop>.dcm) and publish one store message each "
+        "to WADO_STORAGE_TOPIC. Either a DIRECTORY of files or --synthetic N.",
+        _produce_arguments,
+    ),
+    Command(
+        "lag",
+        cmd_lag,
+        "per partition: end offset, sensor cursor, committed offset, pending, age",
+        "Progress of the pipeline on WADO_STORAGE_TOPIC. The sensor cursor is read from the "
+        "Dagster instance in $DAGSTER_HOME (shown as - without one).",
+    ),
+    Command(
+        "replay",
+        cmd_replay,
+        "launch a run for an offset range (recover a range by hand)",
+        "Submit a run of the ingest job for offsets [FROM, TO) of one partition to a running "
+        "Dagster webserver (dagster dev / make dev). Same code path as sensor runs; writes "
+        "are idempotent, so replaying processed offsets changes nothing.",
+        _replay_arguments,
+        webserver=True,
+    ),
+    Command(
+        "rebuild",
+        cmd_rebuild,
+        "refill one sink (doris, postgres or topics) from Kafka",
+        "Launch the rebuild_sink job on a running Dagster webserver: it plans the processed "
+        "offsets to replay (from --since or --from-offset up to the consumer group's "
+        "offset) and the sensor runs them as bounded runs that write only the sink's "
+        "assets, never moving the group. Prints progress until every run ended.",
+        _rebuild_arguments,
+        webserver=True,
+    ),
+    Command(
+        "dlq",
+        cmd_dlq,
+        "list rejected messages, or requeue one after fixing its cause",
+        "list: the last rejected messages of WADO_DLQ_TOPIC with reason, detail and source "
+        "offset (no payloads). requeue --offset N: publish dead letter N's original value "
+        "to WADO_STORAGE_TOPIC again, once the file or message is fixed.",
+        _dlq_arguments,
+    ),
+    Command(
+        "bench",
+        cmd_bench,
+        "measure throughput (prints figures, writes bench/results/latest.json)",
+        "parse: header extraction vs bare pydicom reads over the pydicom corpus plus "
+        "synthetic CT/MR files. backlog: N messages already in the topic, processed (a) by "
+        "the core loop without Dagster and (b) by dagster-daemon with the sensor and queued "
+        "runs. steady: messages at fixed rates with the daemon running; latency from "
+        "produce to row visible. retention: N finished runs (5,000) deleted by the pruning "
+        "rules, runs per second. Needs the local stack (make up).",
+        _bench_arguments,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wado-pipeline",
+        description="Ingest DICOM store messages from Kafka into Kafka topics, "
+        "PostgreSQL and Apache Doris (orchestrated by Dagster).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    webserver = _webserver_options()
+    for c in COMMANDS:
+        p = sub.add_parser(
+            c.name,
+            help=c.help,
+            description=c.description,
+            parents=[webserver] if c.webserver else [],
+        )
+        if c.arguments:
+            c.arguments(p)
+        p.set_defaults(func=c.run)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Where the pipeline deliberately differs from upstream's ``wado-consumer``: one list.
 
-The README's Compatibility table is made from it (``markdown_table``, checked by a
+The the Compatibility table of docs/upstream.md is made from it (``markdown_table``, checked by a
 test), and the side-by-side suite against the real upstream programs
 (``wado_pipeline_tests/test_upstream``) lets a column or JSON field differ only when an
 entry here names it (``fields``), so every difference a site can see has its reason.
@@ -198,7 +198,7 @@ def explains(observed: Observed) -> Difference | None:
 
 
 def markdown_table() -> str:
-    """The README's Compatibility table."""
+    """The the Compatibility table of docs/upstream.md."""
     lines = [
         "| point | upstream `wado-consumer` | this pipeline | why |",
         "|---|---|---|---|",

@@ -25,7 +25,7 @@ from wado_pipeline.resources.dagster_pruning import prune
 from wado_pipeline.settings import Settings
 
 EVENTS_PER_RUN = 40  # what a batch run stores (steps, outputs, materializations, logs)
-# Batch runs per hour at 10 and 100 msg/s (README "Sizing").
+# Batch runs per hour at 10 and 100 msg/s (docs/sizing.md).
 RUN_RATES = {"10 msg/s": 780, "100 msg/s": 1380}
 
 

@@ -168,33 +168,19 @@ class KafkaResource(ConfigurableResource):
         at the same time (tag concurrency limit), so this read-modify-write is not
         raced by another run of the partition."""
 
-        def attempt() -> PartitionProgress:
-            consumer = self._consumer(group)
-            try:
-                tp = TopicPartition(topic, partition)
-                timeout = int(self.timeout_seconds * 1000)
-                current = consumer.committed(tp, metadata=True, timeout_ms=timeout)
-                if current is None or current.offset < 0:
-                    # Never committed: the group starts where the partition begins.
-                    base = consumer.beginning_offsets([tp], timeout_ms=timeout)[tp]
-                    progress = PartitionProgress(base)
-                else:
-                    progress = PartitionProgress.from_commit(current.offset, current.metadata)
-                before = (progress.committed, list(progress.done))
-                progress.record(start, end)
-                if (progress.committed, progress.done) != before or current is None:
-                    consumer.assign([tp])
-                    consumer.commit(
-                        {tp: OffsetAndMetadata(progress.committed, progress.to_metadata(), -1)},
-                        timeout_ms=timeout,
-                    )
-                return progress
-            finally:
-                consumer.close()
+        def decide(current, beginning):
+            if current is None:
+                # Never committed: the group starts where the partition begins.
+                progress = PartitionProgress(beginning())
+            else:
+                progress = PartitionProgress.from_commit(current.offset, current.metadata)
+            before = (progress.committed, list(progress.done))
+            progress.record(start, end)
+            if (progress.committed, progress.done) == before and current is not None:
+                return None, progress
+            return OffsetAndMetadata(progress.committed, progress.to_metadata(), -1), progress
 
-        return with_retries(
-            attempt, retry_on=TRANSIENT_KAFKA_ERRORS, what=f"Kafka offset commit ({self.bootstrap})"
-        )
+        return self._read_and_commit(group, topic, partition, decide)
 
     def recommit(self, group: str, topic: str, partition: int) -> PartitionProgress | None:
         """Commit the partition's committed offset and metadata again, unchanged; None
@@ -205,20 +191,34 @@ class KafkaResource(ConfigurableResource):
         (7 days by default). A partition idle that long would lose its progress and be
         read again from its start; a fresh commit of the same value keeps it."""
 
-        def attempt() -> PartitionProgress | None:
+        def decide(current, _beginning):
+            if current is None:
+                return None, None
+            again = OffsetAndMetadata(current.offset, current.metadata, -1)
+            return again, PartitionProgress.from_commit(current.offset, current.metadata)
+
+        return self._read_and_commit(group, topic, partition, decide)
+
+    def _read_and_commit(self, group: str, topic: str, partition: int, decide):
+        """Read the group's commit of the partition, let ``decide(current or None,
+        beginning())`` return ``(what to commit or None, result)``, commit it, and
+        return the result; with retries of transient errors."""
+
+        def attempt():
             consumer = self._consumer(group)
             try:
                 tp = TopicPartition(topic, partition)
                 timeout = int(self.timeout_seconds * 1000)
                 current = consumer.committed(tp, metadata=True, timeout_ms=timeout)
-                if current is None or current.offset < 0:
-                    return None
-                consumer.assign([tp])
-                consumer.commit(
-                    {tp: OffsetAndMetadata(current.offset, current.metadata, -1)},
-                    timeout_ms=timeout,
+                if current is not None and current.offset < 0:
+                    current = None
+                commit, result = decide(
+                    current, lambda: consumer.beginning_offsets([tp], timeout_ms=timeout)[tp]
                 )
-                return PartitionProgress.from_commit(current.offset, current.metadata)
+                if commit is not None:
+                    consumer.assign([tp])
+                    consumer.commit({tp: commit}, timeout_ms=timeout)
+                return result
             finally:
                 consumer.close()
 

@@ -1,5 +1,5 @@
 """Subsets of the batch asset: a data team rebuilds one sink from Kafka without touching
-the others (issue 18, part 1): only the selected sinks are written, the next
+the others: only the selected sinks are written, the next
 verification finds them complete, and the group offset moves only in a run that writes
 every sink."""
 

@@ -73,9 +73,8 @@ def test_doris_tables_come_from_print_ddl():
     assert "wado-pipeline init-db --print-ddl doris" in command
 
 
-def test_readme_topics_table_matches_the_definition():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Topics", 1)[1].split("## Configuration", 1)[0]
+def test_docs_topics_table_matches_the_definition():
+    section = (ROOT / "docs/operations.md").read_text().split("### Topics", 1)[1]
     rows = re.findall(r"^\| `(\w+)` \| (\d+) \| ([^|]+) \|", section, re.M)
     found = {}
     for name, parts, cfg in rows:

@@ -5,7 +5,7 @@ Dagster's storage lives on the same PostgreSQL as the index, as at most sites.
 Each case asserts exact rows in both databases, group lag 0, no dead letters, no run
 left queued or in progress (no ghost), that the outage was visible while it lasted,
 and the time from the service's return to a healed pipeline. Figures are printed and
-appended to test-artifacts/outages.jsonl (README "Outages" comes from them)."""
+appended to test-artifacts/outages.jsonl (docs/outages.md comes from them)."""
 
 import json
 import time

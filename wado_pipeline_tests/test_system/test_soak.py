@@ -1,4 +1,4 @@
-"""Weeks of operation in minutes (issue 13): `dagster dev` (daemon, code server,
+"""Weeks of operation in minutes: `dagster dev` (daemon, code server,
 webserver) under steady traffic, with a retention window of minutes instead of days.
 
 - Dagster's storage stops growing once retention has caught up with the first window;
@@ -8,7 +8,7 @@ webserver) under steady traffic, with a retention window of minutes instead of d
 - afterwards the UI still shows run history, lineage, freshness and checks, and
   re-executes a recent run.
 
-The figures are printed (``pytest -s`` shows them; they are in the README's "Sizing").
+The figures are printed (``pytest -s`` shows them; they are in the docs/sizing.md).
 """
 
 import dataclasses
