@@ -416,7 +416,7 @@ def site_env(path: Path) -> dict[str, str]:
 
 
 def site_config_table() -> str:
-    """The README's table: which site key supplies which setting."""
+    """The table of docs/upstream.md: which site key supplies which setting."""
     lines = ["| site key | setting | how |", "|---|---|---|"]
     lines += [f"| `{key}` | `{env}` | {how} |" for key, env, how in SITE_KEYS]
     return "\n".join(lines)

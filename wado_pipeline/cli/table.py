@@ -2,7 +2,7 @@
 
 The pipeline's hot path keeps plain rows (dicts): a DataFrame round trip costs about
 two orders of magnitude more than a plain copy of a batch's rows (``bench parse``
-prints it; README, Performance), and turns an integer column with a NULL into floats.
+prints it; docs/performance.md), and turns an integer column with a NULL into floats.
 Where a person reads a table, pandas earns its place: aligned columns, missing values
 shown as ``-``, numbers formatted once.
 """

@@ -1,7 +1,7 @@
 """Where the pipeline deliberately differs from upstream's ``wado-consumer``: one list.
 
-The the Compatibility table of docs/upstream.md is made from it (``markdown_table``, checked by a
-test), and the side-by-side suite against the real upstream programs
+The Compatibility table of docs/upstream.md is made from it (``markdown_table``, checked by
+a test), and the side-by-side suite against the real upstream programs
 (``wado_pipeline_tests/test_upstream``) lets a column or JSON field differ only when an
 entry here names it (``fields``), so every difference a site can see has its reason.
 

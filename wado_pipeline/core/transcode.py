@@ -3,7 +3,7 @@
 Upstream's receiver marks a file ``NeedTransfer`` when the site's viewer cannot
 display its transfer syntax, and its consumer rewrites the file (GDCM) before reading
 it. This does the same with pydicom and the pylibjpeg plugins, which decode more of
-pydicom's test files than python-gdcm does (README, Compatibility):
+pydicom's test files than python-gdcm does (docs/upstream.md, Compatibility):
 
 - idempotent: a file already in the target syntax, or in one the viewer displays,
   is left as it is, so a re-run finds it done and skips;

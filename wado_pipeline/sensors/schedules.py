@@ -50,7 +50,7 @@ def build_retention_schedule(job: JobDefinition, interval_minutes: int):
         cron_schedule="* * * * *" if minutes == 1 else f"*/{minutes} * * * *",
         default_status=DefaultScheduleStatus.RUNNING,
         description="Prune Dagster's storage: runs, their events and check results, and "
-        'ticks older than WADO_RUN_RETENTION_DAYS (docs/sizing.md).',
+        "ticks older than WADO_RUN_RETENTION_DAYS (docs/sizing.md).",
     )
     def prune_dagster_storage_schedule(context: ScheduleEvaluationContext):
         if context.instance.get_runs_count(RunsFilter(job_name=job.name, statuses=IN_FLIGHT)):
