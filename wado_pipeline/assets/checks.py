@@ -25,13 +25,12 @@ from dagster import (
     asset_check,
     multi_asset_check,
 )
-from sqlalchemy import select
 
 from wado_pipeline.assets import batch_steps
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.message import parse_store_message
-from wado_pipeline.core.planning import merge_ranges
-from wado_pipeline.core.progress import PartitionProgress, subtract
+from wado_pipeline.core.planning import OffsetRange, merge_ranges, unprocessed_ranges
+from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.core.run_contract import (
     LOST_CHECK,
@@ -118,7 +117,7 @@ def build_storage_checks(storage_key: AssetKey, job_name: str):
             for (start, end), run_id in failed_runs_by_range(instance, job_name, ptag).items():
                 gaps = [
                     (max(s, start), min(e, end))
-                    for s, e in subtract(done.unprocessed(upto=end), covered)
+                    for s, e in unprocessed_ranges(done, end, covered)
                     if s < end and start < e
                 ]
                 for s, e in gaps:
@@ -153,13 +152,7 @@ def _expected_keys(records, rejected: set[tuple[int, int]]) -> dict[str, list[tu
     return {name: sorted(k) for name, k in keys.items()}
 
 
-def build_batch_checks(keys: dict[str, AssetKey]):
-    """One multi-asset check op over the batches written since the last verification.
-
-    It records how far it got in its run's ``wado/verified_through`` tag, the next one
-    starts there. When a key is missing it does not move on: the next verification
-    covers the same runs again, so the check stays failed until the rows are there
-    (a sink rebuild), not until the next good batch."""
+def _batch_check_specs(keys: dict[str, AssetKey]) -> list[AssetCheckSpec]:
     # One check per table and batch, not one per property: each check costs Dagster
     # three stored events and a check-execution row per run (docs/sizing.md).
     specs = [
@@ -180,6 +173,74 @@ def build_batch_checks(keys: dict[str, AssetKey]):
             description="Messages of the batch rejected with a reason (warning).",
         )
     )
+    return specs
+
+
+def _ranges_text(ranges: list[OffsetRange]) -> str:
+    text = "; ".join(str(r) for r in ranges)
+    if len(text) > 500:
+        text = text[:480] + f" … ({len(ranges)} ranges)"
+    return text or "none since the last verification"
+
+
+def _read_batches(kafka: KafkaResource, postgres: PostgresResource, ranges: list[OffsetRange]):
+    """The ranges' records (what retention left of them) and their rejections."""
+    records, rejected = [], {}
+    err = postgres.tables[S.INGEST_ERROR.name]
+    for rng in ranges:
+        records.extend(batch_steps.read_readable(kafka, rng)[0])
+        with postgres.engine.connect() as conn:
+            found = queries.rejections_in(conn, err, rng.topic, rng.partition, rng.start, rng.end)
+        rejected.update({(rng.partition, offset): reason for offset, reason in found})
+    return records, rejected
+
+
+def _key_results(sink: str, res, tables, keys, expected, context_counts):
+    """``batch_keys`` of one sink's selected tables."""
+    with res.engine.connect() as conn:
+        for t in tables:
+            want = expected[t.name]
+            table = res.tables[t.name]
+            counts = {
+                **context_counts,
+                "expected_keys": len(want),
+                "found_keys": queries.count_present(conn, t, table, want),
+                "rows_with_null_keys": queries.count_null_keys(conn, t, table, want),
+            }
+            if sink == "pg":  # Doris' unique key model cannot hold duplicates
+                counts["duplicate_keys"] = queries.count_duplicate_keys(conn, t, table, want)
+            yield AssetCheckResult(
+                asset_key=keys[f"{sink}_{t.name}"],
+                check_name=BATCH_KEYS,
+                passed=counts["found_keys"] == len(want)
+                and counts["rows_with_null_keys"] == 0
+                and not counts.get("duplicate_keys"),
+                metadata=counts,
+            )
+
+
+def _rejects_result(key: AssetKey, rejected: dict, context_counts) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=REJECTS,
+        passed=not rejected,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            **context_counts,
+            "rejected": len(rejected),
+            "rejects_by_reason": dict(Counter(rejected.values())) or "none",
+        },
+    )
+
+
+def build_batch_checks(keys: dict[str, AssetKey]):
+    """One multi-asset check op over the batches written since the last verification.
+
+    It records how far it got in its run's ``wado/verified_through`` tag, the next one
+    starts there. When a key is missing it does not move on: the next verification
+    covers the same runs again, so the check stays failed until the rows are there
+    (a sink rebuild), not until the next good batch."""
+    specs = _batch_check_specs(keys)
 
     # can_subset: a run that rebuilds some sinks runs only their checks.
     @multi_asset_check(specs=specs, name="batch_checks", can_subset=True)
@@ -191,93 +252,28 @@ def build_batch_checks(keys: dict[str, AssetKey]):
         ingest: IngestSettings,
     ):
         selected = context.selected_asset_check_keys
+        chosen = {k.asset_key for k in selected}
         instance = context.instance
         since = verified_through(instance)
         spans, n_runs, newest = ranges_to_verify(
             instance, since, ingest.storage_topic, VERIFY_MAX_RUNS
         )
         ranges = merge_ranges(spans)
+        records, rejected = _read_batches(kafka, postgres, ranges)
+        expected = _expected_keys(records, set(rejected))
+        counts = {"runs_verified": n_runs, "offset_ranges": _ranges_text(ranges)}
+        results = []
+        for sink, res in (("pg", postgres), ("doris", doris)):
+            mine = [t for t in S.PIPELINE_TABLES if keys[f"{sink}_{t.name}"] in chosen]
+            if mine:
+                results.extend(_key_results(sink, res, mine, keys, expected, counts))
+        if keys["pg_errors"] in chosen:
+            results.append(_rejects_result(keys["pg_errors"], rejected, counts))
         keys_missing = False
-
-        def evaluate():
-            records, rejected = [], {}
-            err = postgres.tables[S.INGEST_ERROR.name]
-            for rng in ranges:
-                records.extend(batch_steps.read_readable(kafka, rng)[0])  # what retention left
-                with postgres.engine.connect() as conn:
-                    rejected.update(
-                        {
-                            (rng.partition, offset): reason
-                            for offset, reason in conn.execute(
-                                select(err.c.offset, err.c.reason).where(
-                                    err.c.topic == rng.topic,
-                                    err.c.partition == rng.partition,
-                                    err.c.offset >= rng.start,
-                                    err.c.offset < rng.end,
-                                )
-                            ).all()
-                        }
-                    )
-            expected = _expected_keys(records, set(rejected))
-            selected_assets = {k.asset_key for k in selected}
-            range_text = "; ".join(
-                f"{r.topic}[{r.partition}] {r.start}..{r.end - 1}" for r in ranges
-            )
-            if len(range_text) > 500:
-                range_text = range_text[:480] + f" … ({len(ranges)} ranges)"
-            for prefix, res in (("pg", postgres), ("doris", doris)):
-                mine = [
-                    t for t in S.PIPELINE_TABLES if keys[f"{prefix}_{t.name}"] in selected_assets
-                ]
-                if not mine:
-                    continue
-                tables = res.tables
-                with res.engine.connect() as conn:
-                    for t in mine:
-                        key = keys[f"{prefix}_{t.name}"]
-                        want = expected[t.name]
-                        found = queries.count_present(conn, t, tables[t.name], want)
-                        nulls = queries.count_null_keys(conn, t, tables[t.name], want)
-                        counts = {
-                            "runs_verified": n_runs,
-                            "offset_ranges": range_text or "none since the last verification",
-                            "expected_keys": len(want),
-                            "found_keys": found,
-                            "rows_with_null_keys": nulls,
-                        }
-                        if prefix == "pg":  # Doris' unique key model cannot hold duplicates
-                            counts["duplicate_keys"] = queries.count_duplicate_keys(
-                                conn, t, tables[t.name], want
-                            )
-                        yield AssetCheckResult(
-                            asset_key=key,
-                            check_name=BATCH_KEYS,
-                            passed=found == len(want)
-                            and nulls == 0
-                            and not counts.get("duplicate_keys"),
-                            metadata=counts,
-                        )
-            by_reason = dict(Counter(rejected.values()))
-            if keys["pg_errors"] not in selected_assets:
-                return
-            yield AssetCheckResult(
-                asset_key=keys["pg_errors"],
-                check_name=REJECTS,
-                passed=not rejected,
-                severity=AssetCheckSeverity.WARN,
-                metadata={
-                    "runs_verified": n_runs,
-                    "offset_ranges": range_text or "none since the last verification",
-                    "rejected": len(rejected),
-                    "rejects_by_reason": by_reason or "none",
-                },
-            )
-
-        for result in evaluate():
-            if AssetCheckKey(result.asset_key, result.check_name) in selected:
-                if result.check_name == BATCH_KEYS and not result.passed:
-                    keys_missing = True
-                yield result
+        for r in results:
+            if AssetCheckKey(r.asset_key, r.check_name) in selected:
+                keys_missing |= r.check_name == BATCH_KEYS and not r.passed
+                yield r
         # A verification of only some checks (chosen in the UI) does not move the mark.
         moved = newest if len(selected) == len(specs) and not keys_missing else since
         instance.add_run_tags(context.run.run_id, {VERIFIED_TAG: repr(moved)})

@@ -374,8 +374,15 @@ def relaunches_due(
 ) -> list[tuple[Hole, int]]:
     """The holes of a partition (handed to runs, not processed, nothing in flight over
     them: ``covered``) and the relaunches due now (``relaunch``)."""
-    gaps = subtract(done.unprocessed(upto=state.next), covered)
-    return relaunch(state, gaps, now_ms, max_size, allowed)
+    return relaunch(state, unprocessed_ranges(done, state.next, covered), now_ms, max_size, allowed)
+
+
+def unprocessed_ranges(
+    done: PartitionProgress, upto: int, covered: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Offsets below ``upto`` that are neither processed nor ``covered`` by a run in
+    flight: what the sensor relaunches and ``no_failed_batches`` names."""
+    return subtract(done.unprocessed(upto=upto), covered)
 
 
 def relaunch(

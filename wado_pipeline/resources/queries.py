@@ -60,3 +60,14 @@ def count_duplicate_keys(
         )
         total += conn.execute(select(func.count()).select_from(dup)).scalar_one()
     return total
+
+
+def rejections_in(
+    conn: Connection, errors: Table, topic: str, partition: int, start: int, end: int
+) -> list[tuple[int, str]]:
+    """``(offset, reason)`` of the error table's rows for offsets ``[start, end)``."""
+    c = errors.c
+    query = select(c.offset, c.reason).where(
+        c.topic == topic, c.partition == partition, c.offset >= start, c.offset < end
+    )
+    return [(offset, reason) for offset, reason in conn.execute(query).all()]

@@ -16,10 +16,12 @@ Dagster's run monitoring, which asks the run launcher, ``instance.launcher``):
 """
 
 import time
+from dataclasses import dataclass, field
 
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
+    AssetKey,
     DagsterRunStatus,
     DefaultSensorStatus,
     JobDefinition,
@@ -43,6 +45,7 @@ from wado_pipeline.core.planning import (
     skip_taken,
     slices,
 )
+from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.run_contract import (
     DATA_LANE,
     PARTITION_TAG,
@@ -70,7 +73,7 @@ from wado_pipeline.resources.dagster_runs import (
     recent_rebuild_plans,
 )
 from wado_pipeline.resources.ingest_settings import IngestSettings
-from wado_pipeline.resources.kafka import CodecUnavailable, KafkaResource
+from wado_pipeline.resources.kafka import CodecUnavailable, KafkaResource, PartitionOffsets
 from wado_pipeline.resources.lost_offsets import lost_offsets_evaluation
 from wado_pipeline.resources.retry import bounded_call
 
@@ -146,7 +149,227 @@ def rebuild_requests(instance, cursor: Cursor, topic: str, cap: int, keys_of) ->
     return out
 
 
-def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
+@dataclass
+class Tick:
+    """What one evaluation of the sensor reads once and its steps share."""
+
+    context: SensorEvaluationContext
+    kafka: KafkaResource
+    ingest: IngestSettings
+    job_name: str
+    storage_asset_key: AssetKey
+    now_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    cursor: Cursor | None = None
+    offsets: list[PartitionOffsets] = field(default_factory=list)
+    progress: dict[int, PartitionProgress] = field(default_factory=dict)
+    claimed: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    inflight_runs: list = field(default_factory=list)
+    requests: list[RunRequest] = field(default_factory=list)
+    events: list = field(default_factory=list)
+    inflight: dict[int, int] = field(default_factory=dict)
+    waiting: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str:
+        return self.ingest.storage_topic
+
+    @property
+    def log(self):
+        return self.context.log
+
+    def ask(self, what: str, fn):
+        """A bounded Kafka call; a broker that does not answer, or answers with batches
+        this installation cannot decode, fails the tick with the cursor unchanged."""
+        budget = max(self.kafka.timeout_seconds * 3, 5.0)
+        try:
+            return bounded_call(fn, budget, what)
+        except CodecUnavailable as exc:  # the broker answered: say what is missing
+            raise UndecodableTopic(f"{exc}; no runs requested, cursor unchanged") from None
+        except Exception as exc:  # broker down or slow: a failed tick, cursor unchanged
+            raise KafkaUnavailable(
+                f"Kafka at {self.kafka.bootstrap} did not answer ({what}: "
+                f"{type(exc).__name__}); no runs requested, cursor unchanged"
+            ) from None
+
+
+def read_claims(tick: Tick) -> SkipReason | None:
+    """Runs launched without a range (UI "Materialize all") state in their tag what they
+    took; until every such run has, the tick waits (cursor unchanged).
+
+    A run whose worker died is failed by Dagster's run monitoring, which asks the run
+    launcher (dagster.yaml); a slow run is never taken for a dead one."""
+    tick.inflight_runs = in_flight_runs(tick.context.instance, tick.job_name)
+    unranged = launched_without_range(tick.context.instance)
+    if any(PENDING_TAG not in r.tags for r in unranged):
+        return SkipReason(
+            "a run launched without an offset range is resolving what is pending; "
+            "cursor unchanged until it has"
+        )
+    tick.claimed = claimed_ranges(unranged, tick.topic)
+    return None
+
+
+def read_offsets(tick: Tick) -> SkipReason | None:
+    """Each partition's beginning and end, and the consumer group's progress."""
+    offsets = tick.ask("end offsets", lambda: tick.kafka.partition_offsets(tick.topic))
+    if offsets is None:
+        return SkipReason(f"topic {tick.topic} does not exist; cursor unchanged")
+    tick.offsets = offsets
+    parts = [o.partition for o in offsets]
+    group = tick.ingest.consumer_group
+    tick.progress = tick.ask(
+        "group offsets", lambda: tick.kafka.group_progress(group, tick.topic, parts)
+    )
+    return None
+
+
+def read_cursor(tick: Tick) -> None:
+    """The saved cursor; a new partition starts at the group's commit or its beginning."""
+    cursor = tick.cursor = Cursor.from_json(tick.context.cursor, tick.topic)
+    for o in tick.offsets:
+        if o.partition not in cursor.partitions:
+            got = tick.progress.get(o.partition)
+            start = got.committed if got else o.beginning
+            cursor.partitions[o.partition] = PartitionState(next=start, start=start)
+            tick.log.info(f"{tick.topic}[{o.partition}]: starting at offset {start}")
+
+
+def skip_claimed(tick: Tick) -> None:
+    """Skip offsets other runs took or that are processed already, so the sensor and a
+    run launched without a range never take the same offsets."""
+    for o in tick.offsets:
+        state = tick.cursor.partitions[o.partition]
+        claimed = tick.claimed.get(o.partition, [])
+        skipped = skip_taken(state, claimed, tick.progress.get(o.partition))
+        if skipped is not None:
+            rng = OffsetRange(tick.topic, o.partition, *skipped)
+            tick.log.info(f"offsets {rng}: taken by another run or processed; skipping them")
+
+
+def read_ages(tick: Tick) -> None:
+    """Age trigger: the broker timestamp of each partition's oldest pending message,
+    read for every batch's first record, full or not: decoding it proves the codec is
+    readable before the range goes to a run."""
+    for o in tick.offsets:
+        state = tick.cursor.partitions[o.partition]
+        pending = o.end - max(state.next, o.beginning)
+        if pending > 0 and state.ts_offset != state.next:
+            state.oldest_ts = tick.ask(
+                "timestamp",
+                lambda o=o, s=state: tick.kafka.first_timestamp(tick.topic, o.partition, s.next),
+            )
+            state.ts_offset = state.next if state.oldest_ts is not None else None
+
+
+def relaunch_holes(tick: Tick) -> list[LostRange]:
+    """Holes (handed to runs, not processed, nothing in flight) relaunched when due;
+    returns the holes' parts that retention deleted before they were read."""
+    policy = tick.ingest.policy
+    expired: list[LostRange] = []
+    for o in tick.offsets:
+        p, state = o.partition, tick.cursor.partitions[o.partition]
+        mine = [
+            r
+            for r in tick.inflight_runs
+            if r.tags.get(PARTITION_TAG) == partition_tag(tick.topic, p)
+        ]
+        tick.inflight[p] = len(mine)
+        tick.waiting[p] = sum(1 for r in mine if r.status in NOT_STARTED)
+        done = state.progress_of(tick.progress.get(p), o.beginning)
+        expired.extend(LostRange(p, s, e) for s, e in expired_holes(state, done, o.beginning))
+        covered = [rng for rng in (range_from_tags(r.tags) for r in mine) if rng is not None]
+        covered += tick.claimed.get(p, [])
+        allowed = policy.max_inflight - tick.inflight[p]
+        due = relaunches_due(state, done, covered, tick.now_ms, policy.max_batch_messages, allowed)
+        for h, number in due:
+            rng = OffsetRange(tick.topic, p, h.start, h.end)
+            tick.log.warning(f"{rng} unprocessed: relaunch {h.attempts}")
+            tick.requests.append(run_request_for(rng, attempt=h.attempts, number=number))
+            tick.inflight[p] += 1
+    return expired
+
+
+def plan_new_batches(tick: Tick, keys_of) -> list[LostRange]:
+    """The batches due now and the runs of sink rebuild plans; returns the offsets that
+    expired from Kafka before the cursor reached them."""
+    plan = plan_batches(
+        tick.cursor,
+        {o.partition: (o.beginning, o.end) for o in tick.offsets},
+        tick.now_ms,
+        tick.ingest.policy,
+        tick.inflight,
+        tick.waiting,
+    )
+    tick.requests.extend(run_request_for(r) for r in plan.ranges)
+    cap = tick.ingest.max_batch_messages
+    instance = tick.context.instance
+    tick.requests.extend(rebuild_requests(instance, tick.cursor, tick.topic, cap, keys_of))
+    return plan.lost
+
+
+def report_lost(tick: Tick, lost: list[LostRange]) -> None:
+    """``no_offsets_lost`` evaluations for offsets deleted before they were processed."""
+    for part in lost:
+        rng = OffsetRange(tick.topic, part.partition, part.start, part.end)
+        event = lost_offsets_evaluation(tick.storage_asset_key, rng)
+        tick.log.warning(event.description)
+        tick.events.append(event)
+
+
+def report_unprocessed(tick: Tick) -> None:
+    """The ``no_failed_batches`` evaluation, stored when the answer changes: a hole
+    counts once its run failed, or once it has lasted the grace period (time for a retry
+    run to appear)."""
+    failed, holes = {}, {}
+    for p, state in tick.cursor.partitions.items():
+        if not state.holes:
+            continue
+        failed[p] = failed_runs_by_range(
+            tick.context.instance, tick.job_name, partition_tag(tick.topic, p)
+        )
+        confirmed = [
+            h
+            for h in state.holes
+            if tick.now_ms - h.first_seen_ms >= RELAUNCH_GRACE_MS
+            or any(s < h.end and h.start < e for s, e in failed[p])
+        ]
+        if confirmed:
+            holes[p] = confirmed
+    names = [f"{p}:{h.start}-{h.end}" for p, hs in sorted(holes.items()) for h in hs]
+    if ";".join(names) == tick.cursor.reported:
+        return
+    tick.cursor.reported = ";".join(names)
+    summary = describe_holes(tick.topic, holes, failed)
+    tick.events.append(
+        AssetCheckEvaluation(
+            asset_key=tick.storage_asset_key,
+            check_name=UNPROCESSED_CHECK,
+            passed=not holes,
+            severity=AssetCheckSeverity.ERROR,
+            description=summary or "every range handed to a run is processed or in flight",
+            metadata={"unprocessed_ranges": names or "none"},
+        )
+    )
+    if holes:
+        tick.log.warning(summary)
+
+
+def result(tick: Tick) -> SensorResult:
+    cursor = tick.cursor.to_json()
+    if tick.requests:
+        return SensorResult(run_requests=tick.requests, cursor=cursor, asset_events=tick.events)
+    pending = sum(o.end - tick.cursor.partitions[o.partition].next for o in tick.offsets)
+    limit = tick.ingest.policy.max_inflight
+    busy = sum(1 for n in tick.inflight.values() if n >= limit)
+    why = f"; {busy} partition(s) at their in-flight run limit" if busy else ""
+    return SensorResult(
+        skip_reason=SkipReason(f"{pending} message(s) pending; no batch due{why}"),
+        cursor=cursor,
+        asset_events=tick.events,
+    )
+
+
+def build_kafka_sensor(job: JobDefinition, storage_asset_key: AssetKey, keys_of):
     @sensor(
         name=SENSOR_NAME,
         job=job,
@@ -157,175 +380,18 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key, keys_of):
     def storage_topic_sensor(
         context: SensorEvaluationContext, kafka: KafkaResource, ingest: IngestSettings
     ):
-        topic = ingest.storage_topic
-        instance = context.instance
-        now_ms = int(time.time() * 1000)
-
-        def ptag(p: int) -> str:
-            return partition_tag(topic, p)
-
-        # (A run whose worker died is failed by Dagster's run monitoring, which asks the
-        # run launcher: see dagster.yaml. A slow run is never taken for a dead one.)
-        inflight_runs = in_flight_runs(instance, job.name)
-
-        # Runs launched without a range (UI "Materialize all") resolve their own ranges:
-        # wait until they have, then skip what they took (``claimed``).
-        unranged = launched_without_range(instance)
-        if any(PENDING_TAG not in r.tags for r in unranged):
-            return SkipReason(
-                "a run launched without an offset range is resolving what is pending; "
-                "cursor unchanged until it has"
-            )
-        claimed = claimed_ranges(unranged, topic)
-
-        budget = max(kafka.timeout_seconds * 3, 5.0)
-
-        def ask(what: str, fn):
-            try:
-                return bounded_call(fn, budget, what)
-            except CodecUnavailable as exc:  # the broker answered: say what is missing
-                raise UndecodableTopic(f"{exc}; no runs requested, cursor unchanged") from None
-            except Exception as exc:  # broker down or slow: a failed tick, cursor unchanged
-                raise KafkaUnavailable(
-                    f"Kafka at {kafka.bootstrap} did not answer ({what}: {type(exc).__name__}); "
-                    "no runs requested, cursor unchanged"
-                ) from None
-
-        offsets = ask("end offsets", lambda: kafka.partition_offsets(topic))
-        if offsets is None:
-            return SkipReason(f"topic {topic} does not exist; cursor unchanged")
-        parts = [o.partition for o in offsets]
-        progress = ask(
-            "group offsets", lambda: kafka.group_progress(ingest.consumer_group, topic, parts)
-        )
-
-        cursor = Cursor.from_json(context.cursor, topic)
-        for o in offsets:
-            if o.partition not in cursor.partitions:
-                start = progress[o.partition].committed if o.partition in progress else o.beginning
-                cursor.partitions[o.partition] = PartitionState(next=start, start=start)
-                context.log.info(f"{topic}[{o.partition}]: starting at offset {start}")
-
-        # Skip offsets other runs took or that are processed already (a run launched from
-        # the UI without a range), so the two never take the same offsets.
-        for o in offsets:
-            state = cursor.partitions[o.partition]
-            skipped = skip_taken(state, claimed.get(o.partition, []), progress.get(o.partition))
-            if skipped is not None:
-                context.log.info(
-                    f"{topic}[{o.partition}]: offsets {skipped[0]}..{skipped[1] - 1} taken by "
-                    "another run or processed; skipping them"
-                )
-
-        policy = ingest.policy
-        # Age trigger: the broker timestamp of each partition's oldest pending message.
-        # Read for every batch's first record, full or not: decoding it proves the
-        # codec is readable before the range goes to a run.
-        for o in offsets:
-            state = cursor.partitions[o.partition]
-            pending = o.end - max(state.next, o.beginning)
-            if pending > 0 and state.ts_offset != state.next:
-                state.oldest_ts = ask(
-                    "timestamp",
-                    lambda o=o, s=state: kafka.first_timestamp(topic, o.partition, s.next),
-                )
-                state.ts_offset = state.next if state.oldest_ts is not None else None
-
-        # Holes: handed to runs, not processed, nothing in flight. Relaunch when due.
-        requests: list[RunRequest] = []
-        expired: list[LostRange] = []
-        inflight: dict[int, int] = {}
-        waiting: dict[int, int] = {}
-        for o in offsets:
-            p, state = o.partition, cursor.partitions[o.partition]
-            mine = [r for r in inflight_runs if r.tags.get(PARTITION_TAG) == ptag(p)]
-            inflight[p] = len(mine)
-            waiting[p] = sum(1 for r in mine if r.status in NOT_STARTED)
-            done = state.progress_of(progress.get(p), o.beginning)
-            for s, e in expired_holes(state, done, o.beginning):
-                expired.append(LostRange(p, s, e))
-            covered = [rng for rng in (range_from_tags(r.tags) for r in mine) if rng is not None]
-            covered += claimed.get(p, [])
-            allowed = policy.max_inflight - inflight[p]
-            due = relaunches_due(state, done, covered, now_ms, policy.max_batch_messages, allowed)
-            for h, number in due:
-                rng = OffsetRange(topic, p, h.start, h.end)
-                context.log.warning(
-                    f"{topic}[{p}] offsets {h.start}..{h.end - 1} unprocessed: "
-                    f"relaunch {h.attempts}"
-                )
-                requests.append(run_request_for(rng, attempt=h.attempts, number=number))
-                inflight[p] += 1
-
-        plan = plan_batches(
-            cursor,
-            {o.partition: (o.beginning, o.end) for o in offsets},
-            now_ms,
-            policy,
-            inflight,
-            waiting,
-        )
-        requests.extend(run_request_for(r) for r in plan.ranges)
-        requests.extend(
-            rebuild_requests(instance, cursor, topic, ingest.max_batch_messages, keys_of)
-        )
-        events = []
-        for lost in [*expired, *plan.lost]:
-            event = lost_offsets_evaluation(
-                storage_asset_key, OffsetRange(topic, lost.partition, lost.start, lost.end)
-            )
-            context.log.warning(event.description)
-            events.append(event)
-
-        # The unprocessed-ranges check: a hole counts once its run failed, or once it has
-        # lasted the grace period (time for a retry run to appear). Stored on change only.
-        failed = {}
-        holes = {}
-        for p, state in cursor.partitions.items():
-            if not state.holes:
-                continue
-            failed[p] = failed_runs_by_range(instance, job.name, ptag(p))
-            confirmed = [
-                h
-                for h in state.holes
-                if now_ms - h.first_seen_ms >= RELAUNCH_GRACE_MS
-                or any(s < h.end and h.start < e for s, e in failed[p])
-            ]
-            if confirmed:
-                holes[p] = confirmed
-        summary = describe_holes(topic, holes, failed)
-        signature = ";".join(
-            f"{p}:{h.start}-{h.end}" for p, hs in sorted(holes.items()) for h in hs
-        )
-        if signature != cursor.reported:
-            cursor.reported = signature
-            events.append(
-                AssetCheckEvaluation(
-                    asset_key=storage_asset_key,
-                    check_name=UNPROCESSED_CHECK,
-                    passed=not holes,
-                    severity=AssetCheckSeverity.ERROR,
-                    description=summary or "every range handed to a run is processed or in flight",
-                    metadata={
-                        "unprocessed_ranges": [
-                            f"{p}:{h.start}-{h.end}" for p, hs in sorted(holes.items()) for h in hs
-                        ]
-                        or "none",
-                    },
-                )
-            )
-            if holes:
-                context.log.warning(summary)
-
-        if not requests:
-            pending = sum(o.end - cursor.partitions[o.partition].next for o in offsets)
-            busy = sum(1 for n in inflight.values() if n >= policy.max_inflight)
-            why = f"; {busy} partition(s) at their in-flight run limit" if busy else ""
-            return SensorResult(
-                skip_reason=SkipReason(f"{pending} message(s) pending; no batch due{why}"),
-                cursor=cursor.to_json(),
-                asset_events=events,
-            )
-        return SensorResult(run_requests=requests, cursor=cursor.to_json(), asset_events=events)
+        tick = Tick(context, kafka, ingest, job.name, storage_asset_key)
+        for step in (read_claims, read_offsets):
+            skip = step(tick)
+            if skip is not None:
+                return skip
+        read_cursor(tick)
+        skip_claimed(tick)
+        read_ages(tick)
+        expired = relaunch_holes(tick)
+        lost = plan_new_batches(tick, keys_of)
+        report_lost(tick, [*expired, *lost])
+        report_unprocessed(tick)
+        return result(tick)
 
     return storage_topic_sensor
