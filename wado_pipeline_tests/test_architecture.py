@@ -219,3 +219,23 @@ def test_the_package_never_imports_the_tests():
         if name.startswith("wado_pipeline_tests")
     ]
     assert not wrong, "\n".join(wrong)
+
+
+MAX_FUNCTION_LINES = 60
+# Functions allowed to be longer, each with why.
+LONG_FUNCTIONS = {
+    # A DICOM attribute table: one line per attribute of a synthetic CT/MR instance.
+    ("wado_pipeline/dev/synthetic.py", "build_dataset"),
+}
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES and (rel, node.name) not in LONG_FUNCTIONS:
+                    long.append(f"{rel}: {node.name} is {n} lines")
+    assert not long, "\n".join(long)

@@ -31,16 +31,9 @@ from wado_pipeline.core.run_contract import GRAPH_NAME
 from wado_pipeline.settings import Settings
 
 
-def build_ingest_assets(settings: Settings):
-    """The storage topic (external) and the graph-backed multi-asset of one batch."""
-    keys = asset_keys(settings)
-    routine_load = settings.doris_load == "routine_load"
-    storage = AssetSpec(
-        keys["storage"],
-        description="Store messages published by the DICOM receiver (one per stored file).",
-        kinds={"kafka"},
-        group_name=GROUP,
-    )
+def _batch_outs(keys: dict) -> dict[str, AssetOut]:
+    """One output per place a batch lands: the topics, the error table, the group's
+    offsets and each table in PostgreSQL and Doris."""
     outs = {
         "state_topic": AssetOut(key=keys["state_topic"], kinds={"kafka"}, dagster_type=Nothing),
         "image_topic": AssetOut(key=keys["image_topic"], kinds={"kafka"}, dagster_type=Nothing),
@@ -62,10 +55,40 @@ def build_ingest_assets(settings: Settings):
                 dagster_type=Nothing,
                 description=f"{t.name} in {kind.capitalize()}, upserted by every batch.",
             )
+    return outs
+
+
+def _with_freshness(assets, settings: Settings, keys: dict):
+    """Fresh while batches keep landing; stale when nothing was written for a while (no
+    traffic, or the pipeline is stuck: the UI and freshness checks tell which).
+    graph_multi_asset does not carry AssetOut.freshness_policy over (Dagster 1.13), so
+    the policy is set on the specs afterwards."""
+    freshness = FreshnessPolicy.time_window(
+        fail_window=timedelta(seconds=settings.freshness_fail_seconds),
+        warn_window=timedelta(seconds=settings.freshness_warn_seconds),
+    )
+    tables = {keys[f"{p}_{t.name}"] for t in S.PIPELINE_TABLES for p in ("pg", "doris")}
+    return assets.map_asset_specs(
+        lambda spec: (
+            spec.replace_attributes(freshness_policy=freshness) if spec.key in tables else spec
+        )
+    )
+
+
+def build_ingest_assets(settings: Settings):
+    """The storage topic (external) and the graph-backed multi-asset of one batch."""
+    keys = asset_keys(settings)
+    routine_load = settings.doris_load == "routine_load"
+    storage = AssetSpec(
+        keys["storage"],
+        description="Store messages published by the DICOM receiver (one per stored file).",
+        kinds={"kafka"},
+        group_name=GROUP,
+    )
 
     @graph_multi_asset(
         name=GRAPH_NAME,
-        outs=outs,
+        outs=_batch_outs(keys),
         ins={"storage": AssetIn(key=keys["storage"], dagster_type=Nothing)},
         group_name=GROUP,
         # Selecting some assets (in the UI, or `dagster asset materialize --select`)
@@ -98,18 +121,4 @@ def build_ingest_assets(settings: Settings):
             result[f"doris_{t.name}"] = o
         return result
 
-    # Fresh while batches keep landing; stale when nothing was written for a while
-    # (no traffic, or the pipeline is stuck: the UI and freshness checks tell which).
-    # graph_multi_asset does not carry AssetOut.freshness_policy over (Dagster 1.13),
-    # so the policy is set on the specs afterwards.
-    freshness = FreshnessPolicy.time_window(
-        fail_window=timedelta(seconds=settings.freshness_fail_seconds),
-        warn_window=timedelta(seconds=settings.freshness_warn_seconds),
-    )
-    tables = {keys[f"{p}_{t.name}"] for t in S.PIPELINE_TABLES for p in ("pg", "doris")}
-    ingest_batch = ingest_batch.map_asset_specs(
-        lambda spec: (
-            spec.replace_attributes(freshness_policy=freshness) if spec.key in tables else spec
-        )
-    )
-    return storage, ingest_batch
+    return storage, _with_freshness(ingest_batch, settings, keys)

@@ -129,28 +129,52 @@ def prune(
     oldest first, at most ``max_runs`` of them and for at most ``max_seconds``, and
     delete those the rules allow, ``chunk`` at a time. ``progress_of(partitions)``: the
     consumer group's progress on ``topic``."""
-    t0 = time.monotonic()
+    pruning = _Pruning(instance, topic, progress_of, max_runs, chunk, max_seconds)
     now = time.time()
-    report = PruneReport()
-    keep = protected_runs(instance)
-    redone = Redone()
-    asked: set[int] = set()  # partitions whose progress was read (committed or not)
+    cutoff = now - retention_s
+    pruning.one_pass(cutoff)
+    upkeep_cutoff = now - min(retention_s, UPKEEP_RETENTION_S)
+    if upkeep_cutoff > cutoff:
+        for job_name in UPKEEP_JOBS:
+            pruning.one_pass(upkeep_cutoff, job_name)
+    purge_ticks(instance, cutoff)
+    report = pruning.report
+    report.ticks_purged_before = cutoff
+    report.seconds = round(time.monotonic() - pruning.t0, 2)
+    return report
 
-    def redone_for(failed: list[FinishedRun]) -> Redone:
+
+class _Pruning:
+    """One tick's passes over the finished runs, within its bounds."""
+
+    def __init__(self, instance, topic, progress_of, max_runs, chunk, max_seconds) -> None:
+        self.instance, self.topic, self.progress_of = instance, topic, progress_of
+        self.max_runs, self.chunk, self.max_seconds = max_runs, chunk, max_seconds
+        self.t0 = time.monotonic()
+        self.report = PruneReport()
+        self.keep = protected_runs(instance)
+        self.redone = Redone()
+        self.asked: set[int] = set()  # partitions whose progress was read
+
+    def redone_for(self, failed: list[FinishedRun]) -> Redone:
         """Progress and rebuilds for the failed runs' partitions and sinks, each read
         once per tick and only when a failed run is past the window."""
-        parts = {r.partition for c in failed for r in c.ranges} - asked
+        parts = {r.partition for c in failed for r in c.ranges} - self.asked
         if parts:
-            asked.update(parts)
-            found = progress_of(sorted(parts))
-            redone.progress.update({(topic, p): pr for p, pr in found.items()})
-        sinks = {c.sink for c in failed if c.sink} - set(redone.rebuilt)
+            self.asked.update(parts)
+            found = self.progress_of(sorted(parts))
+            self.redone.progress.update({(self.topic, p): pr for p, pr in found.items()})
+        sinks = {c.sink for c in failed if c.sink} - set(self.redone.rebuilt)
         if sinks:
-            rebuilt = _rebuilt(instance, topic, sinks)
-            redone.rebuilt.update({sink: rebuilt.get(sink, []) for sink in sinks})
-        return redone
+            rebuilt = _rebuilt(self.instance, self.topic, sinks)
+            self.redone.rebuilt.update({sink: rebuilt.get(sink, []) for sink in sinks})
+        return self.redone
 
-    def one_pass(before: float, job_name: str | None = None) -> None:
+    def out_of_budget(self) -> bool:
+        report = self.report
+        return report.examined >= self.max_runs or time.monotonic() - self.t0 > self.max_seconds
+
+    def one_pass(self, before: float, job_name: str | None = None) -> None:
         filters = RunsFilter(
             job_name=job_name,
             statuses=FINISHED,
@@ -158,41 +182,34 @@ def prune(
         )
         cursor = None
         while True:
-            if report.examined >= max_runs or time.monotonic() - t0 > max_seconds:
-                report.complete = False
+            if self.out_of_budget():
+                self.report.complete = False
                 return
-            records = instance.get_run_records(
+            records = self.instance.get_run_records(
                 filters,
-                limit=min(chunk, max_runs - report.examined),
+                limit=min(self.chunk, self.max_runs - self.report.examined),
                 ascending=True,
                 cursor=cursor,
             )
             if not records:
                 return
-            report.examined += len(records)
-            candidates = [_finished_run(r, topic) for r in records]
-            failed = [c for c in candidates if not c.succeeded and c.ranges]
-            ids = deletable(candidates, keep, redone_for(failed) if failed else Redone())
-            latest = sum(1 for c in candidates if c.run_id in keep)
-            report.kept_latest += latest
-            report.kept_unresolved += len(candidates) - len(ids) - latest
-            delete_runs(instance, ids)
-            report.deleted += len(ids)
+            kept = self.prune_page([_finished_run(r, self.topic) for r in records])
             # Dagster pages with ``id > (the cursor run's id)``: a deleted cursor run ends
             # the pass with an empty page. Page on from the last run this page kept (or,
             # when it kept none, from the same place as before: those runs are gone).
-            gone = set(ids)
-            kept = [c.run_id for c in candidates if c.run_id not in gone]
             if kept:
                 cursor = kept[-1]
 
-    cutoff = now - retention_s
-    one_pass(cutoff)
-    upkeep_cutoff = now - min(retention_s, UPKEEP_RETENTION_S)
-    if upkeep_cutoff > cutoff:
-        for job_name in UPKEEP_JOBS:
-            one_pass(upkeep_cutoff, job_name)
-    purge_ticks(instance, cutoff)
-    report.ticks_purged_before = cutoff
-    report.seconds = round(time.monotonic() - t0, 2)
-    return report
+    def prune_page(self, candidates: list[FinishedRun]) -> list[str]:
+        """Delete what the rules allow of one page; returns the ids of the runs kept."""
+        report = self.report
+        report.examined += len(candidates)
+        failed = [c for c in candidates if not c.succeeded and c.ranges]
+        ids = deletable(candidates, self.keep, self.redone_for(failed) if failed else Redone())
+        latest = sum(1 for c in candidates if c.run_id in self.keep)
+        report.kept_latest += latest
+        report.kept_unresolved += len(candidates) - len(ids) - latest
+        delete_runs(self.instance, ids)
+        report.deleted += len(ids)
+        gone = set(ids)
+        return [c.run_id for c in candidates if c.run_id not in gone]

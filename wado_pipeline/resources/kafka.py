@@ -373,32 +373,8 @@ class KafkaResource(ConfigurableResource):
         if not letters:
             return 0, 0
 
-        def send_all(batch: Sequence[DeadLetter]) -> list[int]:
-            producer = self.producer()
-            too_large: list[int] = []
-            futures = []
-            for i, dl in enumerate(batch):
-                try:
-                    futures.append(
-                        (
-                            i,
-                            producer.send(
-                                topic, key=dl.key, value=dl.value, headers=list(dl.headers)
-                            ),
-                        )
-                    )
-                except MessageSizeTooLargeError:  # over the producer's own request limit
-                    too_large.append(i)
-            producer.flush(timeout=30)
-            for i, f in futures:
-                try:
-                    f.get(timeout=30)
-                except MessageSizeTooLargeError:  # over the topic's max.message.bytes
-                    too_large.append(i)
-            return sorted(too_large)
-
         def attempt() -> tuple[int, int]:
-            too_large = send_all(letters)
+            too_large = self._send_letters(topic, letters)
             if not too_large:
                 return len(letters), 0
             # kafka-python's idempotent producer fails every later send with the same
@@ -406,15 +382,10 @@ class KafkaResource(ConfigurableResource):
             self.close_producer()
             limit = min(self.topic_max_message_bytes(topic), MAX_REQUEST_BYTES)
             cut = [
-                letters[i].cut_to(
-                    limit
-                    - letters[i].header_bytes
-                    - len(letters[i].key)
-                    - DEAD_LETTER_FRAMING_BYTES
-                )
-                for i in too_large
+                dl.cut_to(limit - dl.header_bytes - len(dl.key) - DEAD_LETTER_FRAMING_BYTES)
+                for dl in (letters[i] for i in too_large)
             ]
-            still = send_all(cut)
+            still = self._send_letters(topic, cut)
             if still:
                 raise RecordTooLarge(
                     f"{len(still)} dead letter(s) do not fit {topic} even cut to its limit"
@@ -427,6 +398,26 @@ class KafkaResource(ConfigurableResource):
             retry_on=TRANSIENT_KAFKA_ERRORS,
             what=f"Kafka publish to {topic} ({self.bootstrap})",
         )
+
+    def _send_letters(self, topic: str, letters: Sequence[DeadLetter]) -> list[int]:
+        """Send every letter; returns the indexes of those refused as too large (by the
+        producer's own request limit or the topic's ``max.message.bytes``)."""
+        producer = self.producer()
+        too_large: list[int] = []
+        futures = []
+        for i, dl in enumerate(letters):
+            try:
+                sent = producer.send(topic, key=dl.key, value=dl.value, headers=list(dl.headers))
+                futures.append((i, sent))
+            except MessageSizeTooLargeError:
+                too_large.append(i)
+        producer.flush(timeout=30)
+        for i, f in futures:
+            try:
+                f.get(timeout=30)
+            except MessageSizeTooLargeError:
+                too_large.append(i)
+        return sorted(too_large)
 
     def topic_max_message_bytes(self, topic: str) -> int:
         """The topic's effective ``max.message.bytes`` (its own or the broker's)."""
