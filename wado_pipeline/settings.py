@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from wado_pipeline.core.transcode import Transcoding
+
 DEFAULT_STORAGE_ROOT = "/var/lib/wado/storage"
 SITE_CONFIG_ENV = "WADO_SITE_CONFIG"
 
@@ -90,10 +92,26 @@ def topic_specs(settings: Settings) -> tuple[TopicSpec, ...]:
     )
 
 
-def _setting(env: str, default: Any, doc: str, *, choices: tuple[str, ...] = (), shown=None):
+def _setting(
+    env: str,
+    default: Any,
+    doc: str,
+    *,
+    choices: tuple[str, ...] = (),
+    shown=None,
+    run: bool = False,
+):
     """One setting: its environment variable, default and documentation line, declared
-    once (the README's table is checked against these)."""
-    meta = {"env": env, "default": default, "doc": doc, "choices": choices, "shown": shown}
+    once (the README's table is checked against these). ``run``: the sensor and the runs
+    read it from the ``ingest`` resource, whose fields are made from these."""
+    meta = {
+        "env": env,
+        "default": default,
+        "doc": doc,
+        "choices": choices,
+        "shown": shown,
+        "run": run,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -130,16 +148,28 @@ class Settings:
         "WADO_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "Kafka bootstrap servers"
     )
     storage_topic: str = _setting(
-        "WADO_STORAGE_TOPIC", "storage_queue", "topic the receiver publishes store messages to"
+        "WADO_STORAGE_TOPIC",
+        "storage_queue",
+        "topic the receiver publishes store messages to",
+        run=True,
     )
     state_topic: str = _setting(
-        "WADO_STATE_TOPIC", "dicom_state_queue", "output topic for series-level records"
+        "WADO_STATE_TOPIC",
+        "dicom_state_queue",
+        "output topic for series-level records",
+        run=True,
     )
     image_topic: str = _setting(
-        "WADO_IMAGE_TOPIC", "dicom_image_queue", "output topic for instance-level records"
+        "WADO_IMAGE_TOPIC",
+        "dicom_image_queue",
+        "output topic for instance-level records",
+        run=True,
     )
     dlq_topic: str = _setting(
-        "WADO_DLQ_TOPIC", "storage_queue_dlq", "dead-letter topic for rejected store messages"
+        "WADO_DLQ_TOPIC",
+        "storage_queue_dlq",
+        "dead-letter topic for rejected store messages",
+        run=True,
     )
     log_topic: str = _setting(
         "WADO_LOG_TOPIC",
@@ -151,6 +181,7 @@ class Settings:
         "WADO_CONSUMER_GROUP",
         "dicom-consumer-group",
         "group whose offsets the runs commit (lag for Kafka tools)",
+        run=True,
     )
     postgres_url: str = _setting(
         "WADO_POSTGRES_URL",
@@ -199,28 +230,38 @@ class Settings:
         (Path(DEFAULT_STORAGE_ROOT),),
         "colon-separated roots that stored files must lie under (after resolving symlinks "
         "and `..`)",
+        run=True,
     )
     batch_messages: int = _setting(
-        "WADO_BATCH_MESSAGES", 50, "a partition with this many pending messages gets a run"
+        "WADO_BATCH_MESSAGES",
+        50,
+        "a partition with this many pending messages gets a run",
+        run=True,
     )
     batch_wait_seconds: float = _setting(
-        "WADO_BATCH_WAIT_SECONDS", 5.0, "… or when its oldest pending message has waited this long"
+        "WADO_BATCH_WAIT_SECONDS",
+        5.0,
+        "… or when its oldest pending message has waited this long",
+        run=True,
     )
     max_batch_messages: int = _setting(
         "WADO_MAX_BATCH_MESSAGES",
         2000,
         "cap of one run's batch: a due partition's pending messages go in one run up to it",
+        run=True,
     )
     max_inflight_per_partition: int = _setting(
         "WADO_MAX_INFLIGHT_PER_PARTITION",
         3,
         "runs of one partition queued or running at most; the sensor waits beyond it",
+        run=True,
     )
     parse_workers: int = _setting(
         "WADO_PARSE_WORKERS",
         os.cpu_count() or 1,
         "processes that parse headers of large batches",
         shown="number of cores",
+        run=True,
     )
     freshness_warn_seconds: int = _setting(
         "WADO_FRESHNESS_WARN_SECONDS",
@@ -237,6 +278,7 @@ class Settings:
         "this long; decimals allowed. Never deleted: a failed run whose range no later "
         "run processed, and the runs holding each asset's latest materialization and "
         "each check's latest result",
+        run=True,
     )
     retention_interval_minutes: int = _setting(
         "WADO_RETENTION_INTERVAL_MINUTES",
@@ -250,6 +292,7 @@ class Settings:
         "(patient ID, accession number, UIDs, file path, source IP) are masked, for sites "
         "whose Kafka is widely readable (the full value stays in `dicom_ingest_error`)",
         choices=("full", "masked"),
+        run=True,
     )
     transcode: str = _setting(
         "WADO_TRANSCODE",
@@ -257,12 +300,14 @@ class Settings:
         "`on`: a `NeedTransfer` file is rewritten in place to `WADO_TRANSCODE_TARGET` "
         "before its header is read, as upstream does, so the viewer can display it",
         choices=("on", "off"),
+        run=True,
     )
     transcode_target: str = _setting(
         "WADO_TRANSCODE_TARGET",
         EXPLICIT_VR_LITTLE_ENDIAN,
         "uncompressed transfer syntax `NeedTransfer` files are rewritten to",
         choices=("1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN),
+        run=True,
     )
     viewer_transfer_syntaxes: str = _setting(
         "WADO_VIEWER_TRANSFER_SYNTAXES",
@@ -270,11 +315,13 @@ class Settings:
         "comma-separated syntaxes the viewer displays: a `NeedTransfer` file already in "
         "one of them is left as it is",
         shown="upstream's list (14 syntaxes)",
+        run=True,
     )
     transcode_timeout_seconds: float = _setting(
         "WADO_TRANSCODE_TIMEOUT_SECONDS",
-        60.0,
+        Transcoding.timeout_s,
         "bound of one file's transcoding; beyond it the file is left untouched (a warning)",
+        run=True,
     )
     kafka_compression: str = _setting(
         "WADO_KAFKA_COMPRESSION",
@@ -420,3 +467,8 @@ def site_config_table() -> str:
     lines = ["| site key | setting | how |", "|---|---|---|"]
     lines += [f"| `{key}` | `{env}` | {how} |" for key, env, how in SITE_KEYS]
     return "\n".join(lines)
+
+
+def run_settings() -> tuple[str, ...]:
+    """The settings the sensor and the runs read from the ``ingest`` resource."""
+    return tuple(f.name for f in fields(Settings) if f.metadata.get("run"))

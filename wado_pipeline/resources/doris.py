@@ -32,6 +32,7 @@ from wado_pipeline.resources.sql import TRANSIENT_DB_ERRORS, Rows, SqlBackend
 from wado_pipeline.resources.stream_load import LoadResult, StreamLoader, encode_rows, make_label
 from wado_pipeline.resources.tables import doris_ddl, sa_tables
 from wado_pipeline.resources.upserts import doris_insert_sql, mariadb_upsert
+from wado_pipeline.settings import Settings
 
 
 class DorisBackend(SqlBackend):
@@ -76,8 +77,8 @@ class MariaDBResource(DorisBackend):
 
 
 class DorisInsertResource(DorisBackend):
-    buckets: int = 8
-    replication_num: int = 1
+    buckets: int = Settings.doris_buckets
+    replication_num: int = Settings.doris_replication_num
 
     service_name: ClassVar[str] = "Doris"
 
@@ -104,7 +105,7 @@ class DorisStreamLoadResource(DorisInsertResource):
     """Tables are created over the MySQL protocol (``url``); rows go through Stream Load
     to the FE at ``http_url`` with ``url``'s credentials."""
 
-    http_url: str = "http://127.0.0.1:8030"
+    http_url: str = Settings.doris_http_url
 
     def stream_load_batch(self, rows_by_table: Rows, rng: OffsetRange) -> dict[str, LoadResult]:
         """One Stream Load per table; labels make a retried or re-executed batch load once."""
@@ -142,7 +143,7 @@ class DorisRoutineLoadResource(DorisBackend):
     stand-in, where the test's stand-in loader plays the Routine Load jobs)."""
 
     flavor: str = "doris"
-    wait_seconds: float = 60.0
+    wait_seconds: float = Settings.routine_load_wait_seconds
     poll_seconds: float = 0.5
 
     service_name: ClassVar[str] = "Doris (Routine Load)"

@@ -4,62 +4,44 @@ the batch policy. Defaults come from ``Settings`` (the one place that declares t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, get_type_hints
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, create_model
 
 from wado_pipeline.core.planning import BatchPolicy
 from wado_pipeline.core.run_contract import SENSOR_TICK_SECONDS
 from wado_pipeline.core.transcode import Transcoding
-from wado_pipeline.settings import Settings
-
-DEFAULTS = Settings()
+from wado_pipeline.settings import Settings, run_settings
 
 
-class IngestSettings(ConfigurableResource):
+def _field(name: str, hint: Any, default: Any) -> tuple[Any, Any]:
+    """A resource field for a setting: its type and default as ``Settings`` declares
+    them; paths as strings (Dagster's config has no path type)."""
+    if isinstance(default, tuple):
+        return list[str], Field(default_factory=lambda: [str(v) for v in default])
+    return hint, default
+
+
+_HINTS = get_type_hints(Settings)
+_DEFAULTS = Settings()
+_Fields = create_model(
+    "_IngestSettingsFields",
+    __base__=ConfigurableResource,
+    **{n: _field(n, _HINTS[n], getattr(_DEFAULTS, n)) for n in run_settings()},
+)
+
+
+class IngestSettings(_Fields):
     """Where a batch's results go and how batches are cut; shown in the UI (nothing
-    secret here)."""
-
-    storage_topic: str = DEFAULTS.storage_topic
-    state_topic: str = DEFAULTS.state_topic
-    image_topic: str = DEFAULTS.image_topic
-    dlq_topic: str = DEFAULTS.dlq_topic
-    consumer_group: str = DEFAULTS.consumer_group
-    storage_roots: list[str] = Field(
-        default_factory=lambda: [str(r) for r in DEFAULTS.storage_roots]
-    )
-    parse_workers: int = DEFAULTS.parse_workers
-    batch_messages: int = DEFAULTS.batch_messages
-    batch_wait_seconds: float = DEFAULTS.batch_wait_seconds
-    max_batch_messages: int = DEFAULTS.max_batch_messages
-    max_inflight_per_partition: int = DEFAULTS.max_inflight_per_partition
-    dead_letter_payload: str = DEFAULTS.dead_letter_payload
-    transcode: str = DEFAULTS.transcode
-    transcode_target: str = DEFAULTS.transcode_target
-    viewer_transfer_syntaxes: str = DEFAULTS.viewer_transfer_syntaxes
-    transcode_timeout_seconds: float = DEFAULTS.transcode_timeout_seconds
-    run_retention_days: float = DEFAULTS.run_retention_days
+    secret here). Its fields are the settings ``settings.py`` marks ``run=True``, with
+    their types and defaults: declared there once."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestSettings:
+        values = {n: getattr(settings, n) for n in run_settings()}
         return cls(
-            storage_topic=settings.storage_topic,
-            state_topic=settings.state_topic,
-            image_topic=settings.image_topic,
-            dlq_topic=settings.dlq_topic,
-            consumer_group=settings.consumer_group,
-            storage_roots=[str(r) for r in settings.storage_roots],
-            parse_workers=settings.parse_workers,
-            batch_messages=settings.batch_messages,
-            batch_wait_seconds=settings.batch_wait_seconds,
-            max_batch_messages=settings.max_batch_messages,
-            max_inflight_per_partition=settings.max_inflight_per_partition,
-            dead_letter_payload=settings.dead_letter_payload,
-            transcode=settings.transcode,
-            transcode_target=settings.transcode_target,
-            viewer_transfer_syntaxes=settings.viewer_transfer_syntaxes,
-            transcode_timeout_seconds=settings.transcode_timeout_seconds,
-            run_retention_days=settings.run_retention_days,
+            **{n: [str(v) for v in x] if isinstance(x, tuple) else x for n, x in values.items()}
         )
 
     @property

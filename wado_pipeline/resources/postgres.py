@@ -13,6 +13,7 @@ from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.resources.sql import Rows, SqlBackend
 from wado_pipeline.resources.tables import sa_tables
 from wado_pipeline.resources.upserts import postgres_upsert
+from wado_pipeline.settings import Settings
 
 
 def execute_values_upsert(conn, stmt, rows: Sequence[dict[str, Any]], page_size: int = 1000):
@@ -38,7 +39,7 @@ def execute_values_upsert(conn, stmt, rows: Sequence[dict[str, Any]], page_size:
 class PostgresResource(SqlBackend):
     """The PostgreSQL index. ``schema_name`` lets tests and tenants use their own schema."""
 
-    schema_name: str = "public"
+    schema_name: str = Settings.postgres_schema
     service_name: ClassVar[str] = "PostgreSQL"
 
     @property

@@ -30,6 +30,7 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
 from wado_pipeline.core import schema as S
+from wado_pipeline.settings import Settings
 
 
 def _sa_type(col: S.Column) -> TypeEngine:
@@ -122,7 +123,9 @@ def doris_column_order(table: S.Table) -> tuple[S.Column, ...]:
     return (*key, *(c for c in table.columns if c.name not in table.doris_key))
 
 
-def doris_ddl(buckets: int = 8, replication_num: int = 1) -> str:
+def doris_ddl(
+    buckets: int = Settings.doris_buckets, replication_num: int = Settings.doris_replication_num
+) -> str:
     """CREATE TABLE statements for Apache Doris (UNIQUE KEY, merge-on-write).
 
     VARCHAR(n) in Doris counts bytes; ``core.schema`` lengths are bytes already and
