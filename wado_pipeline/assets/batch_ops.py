@@ -28,10 +28,10 @@ from dagster import (
     Output,
     op,
 )
-from pydantic import Field
 
 from wado_pipeline.assets import batch_steps
 from wado_pipeline.assets.batch_steps import Batch
+from wado_pipeline.assets.config_fields import optional
 from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
 from wado_pipeline.assets.keys import topic_key
 from wado_pipeline.assets.metadata import batch_metadata, table_metadata
@@ -69,6 +69,20 @@ from wado_pipeline.resources.sql import SqlBackend, TablesNotReady
 TABLE_OUTS = {t.name: Out(Nothing) for t in S.PIPELINE_TABLES}
 
 
+_TOPIC = (
+    "Storage topic to read (WADO_STORAGE_TOPIC). Leave out, with the other three, to process "
+    "what is pending in every partition."
+)
+_PARTITION = (
+    "Partition of the storage topic (0-based). A run's tags `wado/partition` and "
+    "`wado/offsets` name the range of a batch you want to run again."
+)
+_END = (
+    "End offset of the batch (exclusive). `wado-pipeline lag` shows each partition's end and "
+    "committed offsets."
+)
+
+
 class BatchConfig(Config):
     """The batch: a partition's offset range [start, end). No message content.
 
@@ -77,24 +91,11 @@ class BatchConfig(Config):
     ranges it took in its ``wado/pending`` tag and its metadata, and a re-execution
     replays exactly those ranges."""
 
-    topic: Optional[str] = Field(  # noqa: UP045 - Dagster's config needs Optional here
-        default=None,
-        description="Storage topic to read (WADO_STORAGE_TOPIC). Leave out, with the other "
-        "three, to process what is pending in every partition.",
-    )
-    partition: Optional[int] = Field(  # noqa: UP045
-        default=None,
-        description="Partition of the storage topic (0-based). A run's tags `wado/partition` "
-        "and `wado/offsets` name the range of a batch you want to run again.",
-    )
-    start: Optional[int] = Field(  # noqa: UP045
-        default=None, description="First offset of the batch (inclusive)."
-    )
-    end: Optional[int] = Field(  # noqa: UP045
-        default=None,
-        description="End offset of the batch (exclusive). `wado-pipeline lag` shows each "
-        "partition's end and committed offsets.",
-    )
+    # Optional[...], not X | None: see config_fields.optional
+    topic: Optional[str] = optional(_TOPIC)  # noqa: UP045
+    partition: Optional[int] = optional(_PARTITION)  # noqa: UP045
+    start: Optional[int] = optional("First offset of the batch (inclusive).")  # noqa: UP045
+    end: Optional[int] = optional(_END)  # noqa: UP045
 
 
 def _configured_range(config: BatchConfig) -> OffsetRange | None:
@@ -139,11 +140,10 @@ def _resolve_pending(
     if parent is not None and PENDING_TAG in parent.tags:  # a re-execution: the same ranges
         instance.add_run_tags(context.run_id, {PENDING_TAG: parent.tags[PENDING_TAG]})
         return ranges_from_pending_tag(topic, parent.tags[PENDING_TAG])
-    offsets = kafka.partition_offsets(topic)
-    if offsets is None:
+    found = kafka.topic_progress(ingest.consumer_group, topic)
+    if found is None:
         raise Failure(description=f"topic {topic} does not exist", allow_retries=False)
-    parts = [o.partition for o in offsets]
-    progress = kafka.group_progress(ingest.consumer_group, topic, parts)
+    offsets, progress = found
     cursor = sensor_cursor(instance, topic)
     others = claimed_ranges(
         [r for r in launched_without_range(instance) if r.run_id != context.run_id], topic

@@ -75,10 +75,9 @@ def _lost_check(storage_key: AssetKey):
         ),
     )
     def no_offsets_lost(kafka: KafkaResource, ingest: IngestSettings) -> AssetCheckResult:
-        offsets = kafka.partition_offsets(ingest.storage_topic) or []
-        committed = kafka.committed_offsets(
-            ingest.consumer_group, ingest.storage_topic, [o.partition for o in offsets]
-        )
+        topic = ingest.storage_topic
+        offsets, progress = kafka.topic_progress(ingest.consumer_group, topic) or ([], {})
+        committed = {p: g.committed for p, g in progress.items()}
         lost = {
             str(o.partition): f"{committed[o.partition]}..{o.beginning - 1}"
             for o in offsets
@@ -110,10 +109,7 @@ def _unprocessed_check(storage_key: AssetKey, job_name: str):
         context: AssetCheckExecutionContext, kafka: KafkaResource, ingest: IngestSettings
     ) -> AssetCheckResult:
         topic = ingest.storage_topic
-        offsets = kafka.partition_offsets(topic) or []
-        progress = kafka.group_progress(
-            ingest.consumer_group, topic, [o.partition for o in offsets]
-        )
+        offsets, progress = kafka.topic_progress(ingest.consumer_group, topic) or ([], {})
         instance = context.instance
         unprocessed = {}
         for o in offsets:
@@ -130,16 +126,21 @@ def _unprocessed_check(storage_key: AssetKey, job_name: str):
                     if s < end and start < e
                 ]
                 for s, e in gaps:
-                    unprocessed[f"{o.partition}:{s}-{e}"] = run_id
+                    unprocessed[OffsetRange(topic, o.partition, s, e)] = run_id
         return AssetCheckResult(
             passed=not unprocessed,
             severity=AssetCheckSeverity.ERROR,
             description="\n".join(
-                f"{topic}[{k.split(':')[0]}] offsets {k.split(':')[1]} unprocessed (failed run {v})"
-                for k, v in sorted(unprocessed.items())
+                f"{rng.described} unprocessed (failed run {run_id})"
+                for rng, run_id in sorted(unprocessed.items(), key=lambda kv: str(kv[0]))
             )
             or "every range of a failed run was processed since",
-            metadata={"unprocessed_ranges": sorted(unprocessed) or "none"},
+            metadata={
+                "unprocessed_ranges": sorted(
+                    f"{r.partition}:{r.start}-{r.end}" for r in unprocessed
+                )
+                or "none"
+            },
         )
 
     return no_failed_batches

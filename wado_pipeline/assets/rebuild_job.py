@@ -17,11 +17,22 @@ from typing import Optional
 from dagster import Config, Failure, OpExecutionContext, job, op
 from pydantic import Field
 
+from wado_pipeline.assets.config_fields import optional
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.run_contract import REBUILD_JOB, REBUILD_PLAN_TAG, SINKS, rebuild_plan_tag
 from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
+
+_SINCE = (
+    "Replay messages stored at or after this time, ISO 8601 (`2026-11-01` or "
+    "`2026-11-01T08:00:00`, UTC). Leave out to use from_offset."
+)
+_FROM_OFFSET = (
+    "Replay from this offset in every chosen partition (0 by default, i.e. everything Kafka "
+    "still holds) when `since` is not given."
+)
+_PARTITIONS = "Partitions to replay; all of them when left out."
 
 
 class RebuildConfig(Config):
@@ -31,19 +42,10 @@ class RebuildConfig(Config):
         description="The sink to refill: `doris` (the three Doris tables), `postgres` (the "
         "three PostgreSQL tables) or `topics` (the state and image topics)."
     )
-    since: Optional[str] = Field(  # noqa: UP045 - Dagster's config needs Optional here
-        default=None,
-        description="Replay messages stored at or after this time, ISO 8601 "
-        "(`2026-11-01` or `2026-11-01T08:00:00`, UTC). Leave out to use from_offset.",
-    )
-    from_offset: Optional[int] = Field(  # noqa: UP045
-        default=None,
-        description="Replay from this offset in every chosen partition (0 by default, "
-        "i.e. everything Kafka still holds) when `since` is not given.",
-    )
-    partitions: Optional[list[int]] = Field(  # noqa: UP045
-        default=None, description="Partitions to replay; all of them when left out."
-    )
+    # Optional[...], not X | None: see config_fields.optional
+    since: Optional[str] = optional(_SINCE)  # noqa: UP045
+    from_offset: Optional[int] = optional(_FROM_OFFSET)  # noqa: UP045
+    partitions: Optional[list[int]] = optional(_PARTITIONS)  # noqa: UP045
 
 
 def _since_ms(text: str) -> int:

@@ -41,11 +41,11 @@ def sensor_cursor(topic: str) -> Cursor | None:
 
 def lag(settings: Settings) -> list[PartitionLag]:
     kafka = KafkaResource(bootstrap=settings.kafka_bootstrap)
-    offsets = kafka.partition_offsets(settings.storage_topic)
-    if offsets is None:
+    found = kafka.topic_progress(settings.consumer_group, settings.storage_topic)
+    if found is None:
         raise LookupError(f"topic {settings.storage_topic} does not exist")
-    parts = [o.partition for o in offsets]
-    committed = kafka.committed_offsets(settings.consumer_group, settings.storage_topic, parts)
+    offsets, progress = found
+    committed = {p: g.committed for p, g in progress.items()}
     cursor = sensor_cursor(settings.storage_topic)
     out = []
     now_ms = time.time() * 1000

@@ -164,7 +164,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except (DagsterGraphQLClientError, OSError) as exc:
         print(f"replay: Dagster at {args.host}:{args.port} refused: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    print(f"launched run {run_id} for {rng.topic}[{rng.partition}] {rng.start}..{rng.end - 1}")
+    print(f"launched run {run_id} for {rng}")
     return EXIT_OK
 
 

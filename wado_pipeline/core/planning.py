@@ -51,6 +51,11 @@ class OffsetRange:
         return f"{self.topic}[{self.partition}] {self.start}..{self.end - 1}"
 
     @property
+    def described(self) -> str:
+        """``topic[p] offsets first..last``: how descriptions, logs and errors name it."""
+        return f"{self.topic}[{self.partition}] offsets {self.start}..{self.end - 1}"
+
+    @property
     def run_key(self) -> str:
         """Deterministic from the range: a re-evaluated tick cannot launch it twice."""
         return f"{self.topic}:{self.partition}:{self.start}-{self.end}"

@@ -20,6 +20,7 @@ from wado_pipeline.core.run_contract import (
     VERIFIED_TAG,
     VERIFY_JOB,
     has_range_config,
+    partition_tag,
     range_from_tags,
     ranges_from_pending_tag,
     ranges_of_run,
@@ -104,7 +105,9 @@ def overlapping_runs(
 ) -> list[tuple[int, int]]:
     """Ranges of the sensor's runs (in flight or succeeded) that overlap ``rng``."""
     runs = instance.get_runs(
-        RunsFilter(job_name=job_name, tags={PARTITION_TAG: f"{rng.topic}-{rng.partition}"}),
+        RunsFilter(
+            job_name=job_name, tags={PARTITION_TAG: partition_tag(rng.topic, rng.partition)}
+        ),
         limit=50,
     )
     out = []

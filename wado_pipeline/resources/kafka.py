@@ -25,6 +25,7 @@ from pydantic import PrivateAttr
 
 from wado_pipeline.core.batch_rows import SourceRecord
 from wado_pipeline.core.dead_letter import DeadLetter
+from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.resources.retry import with_retries
 from wado_pipeline.settings import DLQ_MAX_MESSAGE_BYTES, Settings, TopicSpec
@@ -135,6 +136,16 @@ class KafkaResource(ConfigurableResource):
             return [PartitionOffsets(tp.partition, begin[tp], end[tp]) for tp in tps]
         finally:
             consumer.close()
+
+    def topic_progress(
+        self, group: str, topic: str
+    ) -> tuple[list[PartitionOffsets], dict[int, PartitionProgress]] | None:
+        """Every partition's offsets and the group's progress on it (absent where it
+        never committed); None when the topic is missing."""
+        offsets = self.partition_offsets(topic)
+        if offsets is None:
+            return None
+        return offsets, self.group_progress(group, topic, [o.partition for o in offsets])
 
     def committed_offsets(self, group: str, topic: str, partitions: Iterable[int]) -> dict:
         """The group's committed offset per partition (absent where none)."""
@@ -281,7 +292,7 @@ class KafkaResource(ConfigurableResource):
                 last = consumer.end_offsets([tp], timeout_ms=timeout)[tp]
                 if start < begin:
                     raise OffsetRangeUnavailable(
-                        f"{topic}[{partition}] offsets {start}..{begin - 1} are gone "
+                        f"{OffsetRange(topic, partition, start, begin).described} are gone "
                         f"(retention); partition begins at {begin}",
                         log_start=begin,
                     )

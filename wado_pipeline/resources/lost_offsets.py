@@ -15,8 +15,8 @@ def lost_offsets_evaluation(
 ) -> AssetCheckEvaluation:
     """A failed ``no_offsets_lost`` evaluation of the storage topic naming ``lost``."""
     message = (
-        f"{lost.topic}[{lost.partition}] offsets {lost.start}..{lost.end - 1} "
-        f"({lost.size} messages) expired from Kafka before they were processed{context_note}"
+        f"{lost.described} ({lost.size} messages) expired from Kafka before they were "
+        f"processed{context_note}"
     )
     return AssetCheckEvaluation(
         asset_key=storage_key,

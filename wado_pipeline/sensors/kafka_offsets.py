@@ -111,10 +111,8 @@ def describe_holes(topic: str, holes: dict[int, list[Hole]], failed: dict[int, d
                 {rid for (s, e), rid in failed.get(p, {}).items() if s < h.end and h.start < e}
             )
             who = f"failed run(s) {', '.join(runs)}" if runs else "no run in flight"
-            lines.append(
-                f"{topic}[{p}] offsets {h.start}..{h.end - 1} unprocessed ({who}); "
-                f"relaunched {h.attempts} time(s)"
-            )
+            rng = OffsetRange(topic, p, h.start, h.end)
+            lines.append(f"{rng.described} unprocessed ({who}); relaunched {h.attempts} time(s)")
     return "\n".join(lines)
 
 
