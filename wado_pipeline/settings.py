@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from wado_pipeline.core.transcode import Transcoding
+from wado_pipeline.core.dicom.transcode import Transcoding
 
 DEFAULT_STORAGE_ROOT = "/var/lib/wado/storage"
 SITE_CONFIG_ENV = "WADO_SITE_CONFIG"

@@ -36,7 +36,7 @@ from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
 from wado_pipeline.assets.keys import topic_key
 from wado_pipeline.assets.metadata import batch_metadata, table_metadata
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.parallel import shutdown_pool
+from wado_pipeline.core.dicom.parallel import shutdown_pool
 from wado_pipeline.core.planning import OffsetRange, claim_past, pending_ranges
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.run_contract import (
@@ -47,7 +47,7 @@ from wado_pipeline.core.run_contract import (
     ranges_from_pending_tag,
 )
 from wado_pipeline.dagster_internals import PARENT_RUN_ID_TAG
-from wado_pipeline.resources.dagster_runs import (
+from wado_pipeline.resources.dagster_instance.dagster_runs import (
     claimed_ranges,
     launched_without_range,
     overlapping_runs,
@@ -64,7 +64,7 @@ from wado_pipeline.resources.kafka import (
 )
 from wado_pipeline.resources.lost_offsets import lost_offsets_evaluation
 from wado_pipeline.resources.postgres import PostgresResource
-from wado_pipeline.resources.sql import SqlBackend, TablesNotReady
+from wado_pipeline.resources.sql.backend import SqlBackend, TablesNotReady
 
 TABLE_OUTS = {t.name: Out(Nothing) for t in S.PIPELINE_TABLES}
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.batch_rows import GroupedBatch, group
 from wado_pipeline.core.dead_letter import dead_letter, masked, payload_for_table
-from wado_pipeline.core.parallel import process_records
+from wado_pipeline.core.dicom.parallel import process_records
+from wado_pipeline.core.dicom.transcode import Transcoding
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.topic_json import encode_row, image_key, state_key
-from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.resources.kafka import KafkaResource, OffsetRangeUnavailable, OutgoingMessage
 from wado_pipeline.resources.postgres import PostgresResource
 
@@ -66,7 +66,7 @@ def read(
     transcoding: Transcoding | None = None,
 ) -> Batch:
     """Read exactly the offset range, parse every message, group the rows. Parsing may
-    start a process pool (``core.parallel``); a run worker shuts it down after the step."""
+    start a process pool (``core.dicom.parallel``); a run worker shuts it down after the step."""
     return read_ranges(kafka, [rng], roots, workers, transcoding)
 
 

@@ -40,8 +40,7 @@ from wado_pipeline.core.run_contract import (
     partition_tag,
     range_from_tags,
 )
-from wado_pipeline.resources import queries
-from wado_pipeline.resources.dagster_runs import (
+from wado_pipeline.resources.dagster_instance.dagster_runs import (
     IN_FLIGHT,
     failed_runs_by_range,
     ranges_to_verify,
@@ -51,6 +50,7 @@ from wado_pipeline.resources.doris import DorisBackend
 from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource
+from wado_pipeline.resources.sql import queries
 
 BATCH_KEYS = "batch_keys"
 REJECTS = "batch_rejects"

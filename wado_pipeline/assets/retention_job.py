@@ -3,7 +3,7 @@
 Every batch is a run, and every run leaves events, check results and ticks behind
 (docs/sizing.md has the figures). Its schedule runs this every
 ``WADO_RETENTION_INTERVAL_MINUTES``; the rules are in ``core.retention_rules``, the deleting
-in ``resources.dagster_pruning``.
+in ``resources.dagster_instance.dagster_pruning``.
 """
 
 from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
@@ -11,7 +11,7 @@ from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
 from wado_pipeline.assets import batch_steps
 from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
 from wado_pipeline.core.run_contract import RETENTION_JOB, UPKEEP_JOB_TAGS
-from wado_pipeline.resources import dagster_pruning
+from wado_pipeline.resources.dagster_instance import dagster_pruning
 from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource

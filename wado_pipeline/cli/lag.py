@@ -27,7 +27,7 @@ def sensor_cursor(topic: str) -> Cursor | None:
     """The sensor's cursor from the Dagster instance ($DAGSTER_HOME), if there is one."""
     from dagster import DagsterInstance
 
-    from wado_pipeline.resources.dagster_runs import sensor_cursor as stored_cursor
+    from wado_pipeline.resources.dagster_instance.dagster_runs import sensor_cursor as stored_cursor
 
     if not os.environ.get("DAGSTER_HOME"):
         return None

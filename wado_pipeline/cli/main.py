@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from wado_pipeline.core.extract import build_records, read_header
+from wado_pipeline.core.dicom.extract import build_records, read_header
 from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.core.run_contract import SINKS
 from wado_pipeline.core.topic_json import encode_row
@@ -51,7 +51,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_init_db(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from wado_pipeline.resources.tables import doris_ddl, grants_sql, routine_load_ddl, sql_ddl
+    from wado_pipeline.resources.sql.tables import doris_ddl, grants_sql, routine_load_ddl, sql_ddl
 
     settings = Settings.from_env()
     if args.print_grants:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from wado_pipeline.core.seahash import uid_hash
+from wado_pipeline.core.dicom.seahash import uid_hash
 from wado_pipeline.settings import Settings
 
 WORKER_NODE_ID = "DICOM_STORE_SCP"

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wado_pipeline.core.extract import Extracted, extract
+from wado_pipeline.core.dicom.extract import Extracted, extract
+from wado_pipeline.core.dicom.seahash import uid_hash
+from wado_pipeline.core.dicom.transcode import Transcoding
+from wado_pipeline.core.dicom.values import fit_bytes
 from wado_pipeline.core.message import StoreMessage, parse_store_message
 from wado_pipeline.core.rejection import Reason, Rejected
 from wado_pipeline.core.schema import KEY_COLUMNS, OBJECT_META, Table
-from wado_pipeline.core.seahash import uid_hash
-from wado_pipeline.core.transcode import Transcoding
-from wado_pipeline.core.values import fit_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 from wado_pipeline.core.rejection import Reason, Rejected
 
 # The receiver's four statuses; NeedTransfer: the file's transfer syntax is not one the
-# site's viewer displays, so the consumer transcodes it (``core.transcode``).
+# site's viewer displays, so the consumer transcodes it (``core.dicom.transcode``).
 TRANSFER_STATUSES = ("NoNeedTransfer", "Success", "Failed", "NeedTransfer")
 NEED_TRANSFER = "NeedTransfer"
 INT32_MAX = 2**31 - 1

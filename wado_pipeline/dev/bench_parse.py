@@ -20,9 +20,9 @@ from pathlib import Path
 import pydicom
 
 from wado_pipeline.core.batch_rows import SourceRecord, process_record
-from wado_pipeline.core.extract import extract
+from wado_pipeline.core.dicom.extract import extract
+from wado_pipeline.core.dicom.parallel import process_records
 from wado_pipeline.core.message import parse_store_message
-from wado_pipeline.core.parallel import process_records
 from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.dev.synthetic import synthetic_archive
 
@@ -149,7 +149,7 @@ def bench_parse(n_synthetic: int = 600, repeat: int = 3, workers: int | None = N
 
 
 def bench_transcode(copies: int = 8) -> dict[str, dict]:
-    """NeedTransfer rewrites per source syntax (``core.transcode``: decode, write,
+    """NeedTransfer rewrites per source syntax (``core.dicom.transcode``: decode, write,
     fsync, rename, in a forked child): files/s over ``copies`` fresh copies of every
     pydicom test file in that syntax, and how many of those files decode at all."""
     import shutil
@@ -157,7 +157,7 @@ def bench_transcode(copies: int = 8) -> dict[str, dict]:
 
     from pydicom.data import get_testdata_files
 
-    from wado_pipeline.core.transcode import Transcoding, transcode_in_place
+    from wado_pipeline.core.dicom.transcode import Transcoding, transcode_in_place
 
     by_syntax: dict[str, list[str]] = {}
     for name in sorted(set(get_testdata_files("*.dcm"))):
@@ -197,7 +197,7 @@ def bench_rows_vs_dataframe(repeat: int = 20) -> dict[str, dict]:
     add per batch), at the smallest and the largest batch the policy makes."""
     import pandas as pd
 
-    from wado_pipeline.core.extract import build_records
+    from wado_pipeline.core.dicom.extract import build_records
 
     with tempfile.TemporaryDirectory() as tmp:
         items = list(synthetic_archive(Path(tmp), "bench", 1, seed="rows", rows=64))

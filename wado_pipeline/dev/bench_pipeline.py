@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, text
 
 from wado_pipeline.assets import batch_steps
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.parallel import shutdown_pool
+from wado_pipeline.core.dicom.parallel import shutdown_pool
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.run_contract import PARTITION_TAG, RANGE_TAG
 from wado_pipeline.definitions import build_resources

@@ -1,7 +1,7 @@
 """A STAND-IN for Apache Doris Routine Load, for tests on MariaDB. Not Doris.
 
 MariaDB has no Routine Load, and Doris cannot run on this machine. This small loader
-plays the part of a site's three Routine Load jobs (``resources.tables.
+plays the part of a site's three Routine Load jobs (``resources.sql.tables.
 routine_load_ddl``) against the MariaDB stand-in, so ``WADO_DORIS_LOAD=routine_load``
 can be tested end to end: it consumes the log, state and image topics with its own
 consumer group and maps each JSON record's fields by column name onto the table, as a
@@ -22,8 +22,8 @@ from kafka import KafkaConsumer
 from sqlalchemy import Engine
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.resources.tables import ROUTINE_LOAD_SOURCES, sa_tables, sql_engine
-from wado_pipeline.resources.upserts import mariadb_upsert
+from wado_pipeline.resources.sql.tables import ROUTINE_LOAD_SOURCES, sa_tables, sql_engine
+from wado_pipeline.resources.sql.upserts import mariadb_upsert
 
 _LONG_FRACTION = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d{1,6})\d*$")
 

@@ -27,11 +27,11 @@ from sqlalchemy.schema import CreateTable
 
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.planning import OffsetRange
-from wado_pipeline.resources.queries import count_present
-from wado_pipeline.resources.sql import TRANSIENT_DB_ERRORS, Rows, SqlBackend
+from wado_pipeline.resources.sql.backend import TRANSIENT_DB_ERRORS, Rows, SqlBackend
+from wado_pipeline.resources.sql.queries import count_present
+from wado_pipeline.resources.sql.tables import doris_ddl, sa_tables
+from wado_pipeline.resources.sql.upserts import doris_insert_sql, mariadb_upsert
 from wado_pipeline.resources.stream_load import LoadResult, StreamLoader, encode_rows, make_label
-from wado_pipeline.resources.tables import doris_ddl, sa_tables
-from wado_pipeline.resources.upserts import doris_insert_sql, mariadb_upsert
 from wado_pipeline.settings import Settings
 
 

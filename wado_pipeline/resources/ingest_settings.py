@@ -9,9 +9,9 @@ from typing import Any, get_type_hints
 from dagster import ConfigurableResource
 from pydantic import Field, create_model
 
+from wado_pipeline.core.dicom.transcode import Transcoding
 from wado_pipeline.core.planning import BatchPolicy
 from wado_pipeline.core.run_contract import SENSOR_TICK_SECONDS
-from wado_pipeline.core.transcode import Transcoding
 from wado_pipeline.settings import Settings, run_settings
 
 

@@ -10,9 +10,9 @@ from psycopg2.extras import execute_values
 from sqlalchemy import text
 
 from wado_pipeline.core.planning import OffsetRange
-from wado_pipeline.resources.sql import Rows, SqlBackend
-from wado_pipeline.resources.tables import sa_tables
-from wado_pipeline.resources.upserts import postgres_upsert
+from wado_pipeline.resources.sql.backend import Rows, SqlBackend
+from wado_pipeline.resources.sql.tables import sa_tables
+from wado_pipeline.resources.sql.upserts import postgres_upsert
 from wado_pipeline.settings import Settings
 
 

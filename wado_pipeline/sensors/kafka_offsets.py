@@ -65,7 +65,7 @@ from wado_pipeline.core.run_contract import (
     run_config_for,
     tags_for,
 )
-from wado_pipeline.resources.dagster_runs import (
+from wado_pipeline.resources.dagster_instance.dagster_runs import (
     claimed_ranges,
     failed_runs_by_range,
     in_flight_runs,

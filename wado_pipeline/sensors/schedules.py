@@ -13,7 +13,11 @@ from dagster import (
 )
 
 from wado_pipeline.core.run_contract import RETENTION_SCHEDULE, UPKEEP_LANE, VERIFY_SCHEDULE
-from wado_pipeline.resources.dagster_runs import IN_FLIGHT, ranges_to_verify, verified_through
+from wado_pipeline.resources.dagster_instance.dagster_runs import (
+    IN_FLIGHT,
+    ranges_to_verify,
+    verified_through,
+)
 from wado_pipeline.resources.ingest_settings import IngestSettings
 
 

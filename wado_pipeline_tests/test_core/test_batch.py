@@ -4,7 +4,7 @@ import json
 from datetime import datetime, timedelta
 
 from wado_pipeline.core.batch_rows import SourceRecord, group
-from wado_pipeline.core.parallel import process_records
+from wado_pipeline.core.dicom.parallel import process_records
 from wado_pipeline.dev.synthetic import (
     InstanceSpec,
     build_dataset,

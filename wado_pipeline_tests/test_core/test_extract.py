@@ -17,7 +17,7 @@ import pytest
 
 from wado_pipeline.cli.main import inspect_file
 from wado_pipeline.core.batch_rows import SourceRecord, process_record
-from wado_pipeline.core.extract import extract, parse_header, rest_is_complete
+from wado_pipeline.core.dicom.extract import extract, parse_header, rest_is_complete
 from wado_pipeline.core.message import parse_store_message
 from wado_pipeline.core.rejection import Reason, Rejected
 from wado_pipeline.dev.synthetic import (
@@ -581,7 +581,7 @@ def test_process_record_never_raises_on_bad_input(tmp_path):
 
 def test_core_imports_no_infrastructure():
     code = (
-        "import sys, wado_pipeline.core.batch_rows, wado_pipeline.core.parallel, "
+        "import sys, wado_pipeline.core.batch_rows, wado_pipeline.core.dicom.parallel, "
         "wado_pipeline.core.planning, wado_pipeline.core.topic_json, wado_pipeline.dev.synthetic\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('dagster', 'kafka', 'sqlalchemy', 'psycopg2', 'pymysql')]\n"

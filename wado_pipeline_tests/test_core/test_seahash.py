@@ -3,7 +3,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wado_pipeline.core.seahash import seahash, uid_hash
+from wado_pipeline.core.dicom.seahash import seahash, uid_hash
 
 
 def reference_seahash(data: bytes) -> int:

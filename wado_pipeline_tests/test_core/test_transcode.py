@@ -8,7 +8,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from wado_pipeline.core.transcode import (
+from wado_pipeline.core.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     Transcoding,

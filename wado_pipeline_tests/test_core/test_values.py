@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wado_pipeline.core import values as V
+from wado_pipeline.core.dicom import values as V
 
 
 @given(st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31)))

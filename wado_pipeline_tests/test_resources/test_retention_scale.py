@@ -7,7 +7,7 @@ import uuid
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, instance_for_test
 
-from wado_pipeline.resources.dagster_pruning import prune
+from wado_pipeline.resources.dagster_instance.dagster_pruning import prune
 
 
 def _finished_runs(instance: DagsterInstance, n: int) -> set[str]:

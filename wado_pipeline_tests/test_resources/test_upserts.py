@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from wado_pipeline.core import schema as S
-from wado_pipeline.resources.upserts import doris_insert_sql
+from wado_pipeline.resources.sql.upserts import doris_insert_sql
 
 pytestmark = pytest.mark.stack
 

@@ -132,7 +132,7 @@ def test_retention_of_ten_thousand_runs_on_postgres_storage(dagster_home, monkey
     """A site's backlog of finished runs past the window: one tick deletes up to its bound
     and says it did not finish; ticks at that bound then delete all, and the last says it
     finished. The bound must keep up with 2,000 runs an hour at the default interval."""
-    from wado_pipeline.resources.dagster_pruning import prune
+    from wado_pipeline.resources.dagster_instance.dagster_pruning import prune
     from wado_pipeline.settings import Settings
 
     home, storage_url = dagster_home

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.resources.retry import with_retries
-from wado_pipeline.resources.tables import sql_engine
+from wado_pipeline.resources.sql.tables import sql_engine
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError,)
 Rows = Mapping[str, Sequence[dict[str, Any]]]

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from wado_pipeline.core.batch_rows import Outcome, SourceRecord, process_record
-from wado_pipeline.core.transcode import Transcoding
+from wado_pipeline.core.dicom.transcode import Transcoding
 
 PARALLEL_THRESHOLD = 64
 

@@ -25,12 +25,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
-from wado_pipeline.core import values as V
+from wado_pipeline.core.dicom import values as V
+from wado_pipeline.core.dicom.seahash import uid_hash
+from wado_pipeline.core.dicom.transcode import Transcoding, transcode_in_place
 from wado_pipeline.core.message import NEED_TRANSFER, StoreMessage
 from wado_pipeline.core.rejection import Reason, Rejected
 from wado_pipeline.core.schema import IMAGE_META, STATE_META, Table
-from wado_pipeline.core.seahash import uid_hash
-from wado_pipeline.core.transcode import Transcoding, transcode_in_place
 
 UID_MAX = 64
 # What upstream writes in every image row's ``image_status``.
@@ -539,7 +539,7 @@ def extract(
     """Check the message's file against the message and build its records.
 
     With ``transcoding``, a ``NeedTransfer`` file is first rewritten in place to the
-    target syntax (``core.transcode``). The rows then describe the file as it is on
+    target syntax (``core.dicom.transcode``). The rows then describe the file as it is on
     disk (its syntax and size); the size check compares the message with the file only
     while the file still has the syntax the message names, since a rewrite changes it."""
     notes: list[str] = []
