@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from wado_pipeline.core.dicom.receiver import VIEWER_TRANSFER_SYNTAXES
 from wado_pipeline.core.dicom.transcode import Transcoding
 
 DEFAULT_STORAGE_ROOT = "/var/lib/wado/storage"
@@ -31,27 +32,6 @@ STORAGE_MAX_MESSAGE_BYTES = 1_048_588
 DLQ_HEADER_ROOM_BYTES = 64 * 1024
 DLQ_MAX_MESSAGE_BYTES = STORAGE_MAX_MESSAGE_BYTES + DLQ_HEADER_ROOM_BYTES
 DAY_MS = 24 * 3600 * 1000
-# The transfer syntaxes upstream's viewer displays (its default
-# ``cornerstonejs_supported_transfer_syntax``): others arrive as NeedTransfer.
-VIEWER_TRANSFER_SYNTAXES = ",".join(
-    "1.2.840.10008." + s
-    for s in [
-        "1.2",
-        "1.2.1",
-        "1.2.2",
-        "1.2.1.99",
-        "1.2.5",
-        "1.2.4.50",
-        "1.2.4.51",
-        "1.2.4.57",
-        "1.2.4.70",
-        "1.2.4.80",
-        "1.2.4.81",
-        "1.2.4.90",
-        "1.2.4.91",
-        "1.2.4.92",
-    ]
-)
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 

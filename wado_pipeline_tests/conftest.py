@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from wado_pipeline.dev.sandbox import PROJECT, namespace
-from wado_pipeline.dev.sandbox import dagster_home as sandbox_dagster_home
+from wado_pipeline.bench.sandbox import PROJECT, namespace
+from wado_pipeline.bench.sandbox import dagster_home as sandbox_dagster_home
 from wado_pipeline.resources.doris import MariaDBResource
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.resources.postgres import PostgresResource

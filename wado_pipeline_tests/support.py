@@ -19,8 +19,10 @@ from dagster import DagsterInstance, build_sensor_context, reconstructable
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.cli.receiver import store_message
+from wado_pipeline.bench.sandbox import PROJECT
+from wado_pipeline.bench.synthetic import synthetic_archive
 from wado_pipeline.core import schema as S
+from wado_pipeline.core.dicom.receiver import store_message
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.run_contract import (
     JOB_NAME,
@@ -30,9 +32,8 @@ from wado_pipeline.core.run_contract import (
     run_config_for,
 )
 from wado_pipeline.dagster_internals import ReconstructableJob
-from wado_pipeline.definitions import build_definitions, build_resources
-from wado_pipeline.dev.sandbox import PROJECT
-from wado_pipeline.dev.synthetic import synthetic_archive
+from wado_pipeline.definitions import build_definitions
+from wado_pipeline.resources.configured import build_resources
 from wado_pipeline.settings import Settings
 from wado_pipeline_tests.corpus import corpus_files
 

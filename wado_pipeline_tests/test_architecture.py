@@ -1,5 +1,5 @@
 """The shape of the package, checked from its source: imports run one way, the core is
-pure, the development package stays out of production, the root holds only the
+pure, the bench package is loaded on demand only, the root holds only the
 definitions and the settings, and the README's settings table is the settings'."""
 
 import ast
@@ -20,8 +20,10 @@ ALLOWED = {
     "sensors": {"core", "resources"},
     "assets": {"core", "resources"},
     "definitions": {"core", "resources", "sensors", "assets"},
-    "cli": {"core", "resources", "sensors", "assets", "definitions"},
-    "dev": {"core", "resources", "sensors", "assets", "definitions", "cli"},
+    # The CLI and the benchmarks build resources (resources.configured), never every
+    # definition: importing ``definitions`` builds them all.
+    "cli": {"core", "resources", "sensors", "assets"},
+    "bench": {"core", "resources", "sensors", "assets"},
 }
 # Leaves every layer but the core may import.
 LEAVES = {"settings", "dagster_internals"}
@@ -63,7 +65,7 @@ def test_imports_run_one_way():
             continue
         top = set(imports(path, top_level_only=True))
         for name in imports(path, top_level_only=False):
-            if layer == "cli" and name.startswith("wado_pipeline.dev") and name not in top:
+            if layer == "cli" and name.startswith("wado_pipeline.bench") and name not in top:
                 continue  # loaded on demand by `bench` and `produce --synthetic` only
             if not name.startswith("wado_pipeline."):
                 continue
@@ -85,21 +87,21 @@ def test_core_is_pure():
     assert not wrong, "\n".join(wrong)
 
 
-def test_development_package_is_not_part_of_production():
-    """Nothing imports wado_pipeline.dev at module level outside it; loading the
+def test_the_bench_package_is_loaded_on_demand_only():
+    """Nothing imports wado_pipeline.bench at module level outside it; loading the
     definitions and the CLI leaves it unloaded (``bench`` and ``produce --synthetic``
     load it on demand)."""
     wrong = [
         f"{p.relative_to(ROOT)} imports {name}"
         for p in modules()
-        if layer_of(p) != "dev"
+        if layer_of(p) != "bench"
         for name in imports(p, top_level_only=True)
-        if name.startswith("wado_pipeline.dev")
+        if name.startswith("wado_pipeline.bench")
     ]
     assert not wrong, "\n".join(wrong)
     probe = (
         "import sys, wado_pipeline.definitions, wado_pipeline.cli; "
-        "print(sorted(m for m in sys.modules if m.startswith('wado_pipeline.dev')))"
+        "print(sorted(m for m in sys.modules if m.startswith('wado_pipeline.bench')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
@@ -162,7 +164,7 @@ def test_every_runtime_dependency_earns_its_place():
     imported = {
         name.split(".")[0]
         for path in PACKAGE.rglob("*.py")
-        if layer_of(path) != "dev"  # development tooling is not production
+        if layer_of(path) != "bench"  # benchmark tooling, loaded on demand
         for name in imports(path, top_level_only=False)
     }
     unused = []
@@ -225,7 +227,7 @@ MAX_FUNCTION_LINES = 60
 # Functions allowed to be longer, each with why.
 LONG_FUNCTIONS = {
     # A DICOM attribute table: one line per attribute of a synthetic CT/MR instance.
-    ("wado_pipeline/dev/synthetic.py", "build_dataset"),
+    ("wado_pipeline/bench/synthetic.py", "build_dataset"),
 }
 
 

@@ -27,7 +27,7 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from wado_pipeline.dev.sandbox import PROJECT
+from wado_pipeline.bench.sandbox import PROJECT
 from wado_pipeline.settings import Settings
 from wado_pipeline_tests.support import SITE_PG_DDL, end_offsets, wait_until
 

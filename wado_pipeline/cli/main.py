@@ -4,7 +4,7 @@ Subcommands: ``inspect`` (what would be stored for a file), ``init-db`` (create
 or print the tables), ``produce`` (publish store messages), ``lag`` (per-partition
 progress), ``replay`` (launch a run for an offset range), ``dlq``, ``bench``.
 Each command's work lives in its own module of this package; ``bench`` and
-``produce --synthetic`` load the development package (``wado_pipeline.dev``) on demand.
+``produce --synthetic`` load the development package (``wado_pipeline.bench``) on demand.
 Exit codes: 0 success, 1 the command ran but found a problem, 2 usage error.
 """
 
@@ -83,7 +83,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(sql_ddl(args.print_ddl))
         return EXIT_OK
-    from wado_pipeline.definitions import build_resources
+    from wado_pipeline.resources.configured import build_resources
 
     resources = build_resources(settings, env_secrets=False)
     resources["postgres"].create_tables()
@@ -103,7 +103,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = _settings()
     root = Path(args.root) if args.root else settings.storage_roots[0]
     if args.synthetic is not None:
-        from wado_pipeline.dev.synthetic import synthetic_archive
+        from wado_pipeline.bench.synthetic import synthetic_archive
 
         archive = synthetic_archive(root, args.tenant, args.synthetic, seed=args.seed)
         messages = (message for _, _, message in archive)
@@ -226,17 +226,17 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import warnings
 
-    from wado_pipeline.dev import bench_parse as bench
+    from wado_pipeline.bench import bench_parse as bench
 
     warnings.simplefilter("ignore")  # pydicom warns about the corpus' odd files
     if args.mode == "parse":
         result = bench.bench_parse(n_synthetic=args.n or 600, repeat=args.repeat)
     elif args.mode == "retention":
-        from wado_pipeline.dev import bench_retention
+        from wado_pipeline.bench import bench_retention
 
         result = bench_retention.retention(args.n or (500 if args.quick else 5000))
     else:
-        from wado_pipeline.dev import bench_pipeline
+        from wado_pipeline.bench import bench_pipeline
 
         quick = args.quick
         if args.mode == "backlog":

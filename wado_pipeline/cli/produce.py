@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 from kafka import KafkaProducer
 
-from wado_pipeline.cli.receiver import receiver_layout, store_message
+from wado_pipeline.core.dicom.receiver import receiver_layout, store_message
 from wado_pipeline.settings import Settings
 
 

@@ -161,7 +161,7 @@ def test_materialization_metadata(settings, produce, storage_root):
 
 
 def test_cjk_name_and_long_description_are_cut_with_warnings(settings, produce, storage_root):
-    from wado_pipeline.dev.synthetic import (
+    from wado_pipeline.bench.synthetic import (
         InstanceSpec,
         build_dataset,
         storage_path,

@@ -3,15 +3,15 @@
 import json
 from datetime import datetime, timedelta
 
-from wado_pipeline.core.batch_rows import SourceRecord, group
-from wado_pipeline.core.dicom.parallel import process_records
-from wado_pipeline.dev.synthetic import (
+from wado_pipeline.bench.synthetic import (
     InstanceSpec,
     build_dataset,
     storage_path,
     store_message,
     write_dataset,
 )
+from wado_pipeline.core.batch_rows import SourceRecord, group
+from wado_pipeline.core.dicom.parallel import process_records
 
 T0 = datetime(2025, 3, 1, 12, 0, 0)
 

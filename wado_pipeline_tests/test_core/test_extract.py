@@ -15,18 +15,18 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from wado_pipeline.cli.main import inspect_file
-from wado_pipeline.core.batch_rows import SourceRecord, process_record
-from wado_pipeline.core.dicom.extract import extract, parse_header, rest_is_complete
-from wado_pipeline.core.message import parse_store_message
-from wado_pipeline.core.rejection import Reason, Rejected
-from wado_pipeline.dev.synthetic import (
+from wado_pipeline.bench.synthetic import (
     InstanceSpec,
     build_dataset,
     storage_path,
     store_message,
     write_dataset,
 )
+from wado_pipeline.cli.main import inspect_file
+from wado_pipeline.core.batch_rows import SourceRecord, process_record
+from wado_pipeline.core.dicom.extract import extract, parse_header, rest_is_complete
+from wado_pipeline.core.message import parse_store_message
+from wado_pipeline.core.rejection import Reason, Rejected
 from wado_pipeline_tests.corpus import corpus_files
 
 FILES = corpus_files()
@@ -582,7 +582,8 @@ def test_process_record_never_raises_on_bad_input(tmp_path):
 def test_core_imports_no_infrastructure():
     code = (
         "import sys, wado_pipeline.core.batch_rows, wado_pipeline.core.dicom.parallel, "
-        "wado_pipeline.core.planning, wado_pipeline.core.topic_json, wado_pipeline.dev.synthetic\n"
+        "wado_pipeline.core.planning, wado_pipeline.core.topic_json, "
+        "wado_pipeline.bench.synthetic\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('dagster', 'kafka', 'sqlalchemy', 'psycopg2', 'pymysql')]\n"
         "assert not bad, bad"

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.dev.bench_pipeline import RowWatcher, end_of_window
+from wado_pipeline.bench.bench_pipeline import RowWatcher, end_of_window
 
 pytestmark = pytest.mark.stack
 

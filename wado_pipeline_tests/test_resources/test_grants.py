@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wado_pipeline.dev.sandbox import PROJECT
+from wado_pipeline.bench.sandbox import PROJECT
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 

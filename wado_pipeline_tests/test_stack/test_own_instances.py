@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from wado_pipeline.dev.sandbox import PROJECT
+from wado_pipeline.bench.sandbox import PROJECT
 from wado_pipeline.settings import Settings
 from wado_pipeline_tests.test_resources.test_grants import mariadb_as_root, psql_as_superuser
 

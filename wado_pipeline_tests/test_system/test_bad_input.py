@@ -9,14 +9,14 @@ import pytest
 from dagster import instance_for_test
 from sqlalchemy import create_engine, inspect, text
 
-from wado_pipeline.core import schema as S
-from wado_pipeline.dev.synthetic import (
+from wado_pipeline.bench.synthetic import (
     InstanceSpec,
     build_dataset,
     storage_path,
     store_message,
     write_dataset,
 )
+from wado_pipeline.core import schema as S
 from wado_pipeline_tests.support import consume_all, dump_tables, run_range
 
 pytestmark = pytest.mark.stack

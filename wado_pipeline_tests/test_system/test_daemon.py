@@ -8,8 +8,8 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
+from wado_pipeline.bench.sandbox import dagster_process
 from wado_pipeline.core.run_contract import JOB_NAME, PARTITION_TAG, RANGE_TAG
-from wado_pipeline.dev.sandbox import dagster_process
 from wado_pipeline_tests.support import (
     await_exit_of_processes_mentioning,
     encode,

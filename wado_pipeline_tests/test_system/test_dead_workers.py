@@ -13,9 +13,9 @@ import pytest
 from dagster import DagsterInstance
 from sqlalchemy import create_engine, text
 
+from wado_pipeline.bench.sandbox import PROJECT
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.run_contract import SENSOR_NAME, VERIFY_JOB
-from wado_pipeline.dev.sandbox import PROJECT
 from wado_pipeline.instance.launcher import WORKER_TAG
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline_tests.support import encode, synthetic_messages, wait_until

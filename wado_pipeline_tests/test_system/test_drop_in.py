@@ -1,6 +1,6 @@
 """Drop-in for an upstream site, end to end on the real stack.
 
-Store messages are written as upstream's receiver writes them (``cli.receiver``: null
+Store messages are written as upstream's receiver writes them (``core.dicom.receiver``: null
 and over-long accession numbers, NeedTransfer for real compressed files from pydicom's
 test data, 9-digit timestamps, ``<root>/<tenant>/<YYYYMMDD>/…`` layout) into a
 PostgreSQL schema whose tables come from the site-DDL fixture, for each Doris load
@@ -26,9 +26,9 @@ from pydicom.uid import generate_uid
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from wado_pipeline.cli.receiver import receiver_layout, store_message
 from wado_pipeline.core import schema as S
-from wado_pipeline.dev.routine_load_standin import RoutineLoadStandIn
+from wado_pipeline.core.dicom.receiver import receiver_layout, store_message
+from wado_pipeline_tests.routine_load_standin import RoutineLoadStandIn
 from wado_pipeline_tests.support import (
     consume_all,
     dump_tables,

@@ -19,9 +19,9 @@ import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
+from wado_pipeline.bench.sandbox import dagster_process
 from wado_pipeline.core.run_contract import JOB_NAME
 from wado_pipeline.dagster_internals import DagsterLaunchFailedError, WorkerStatus
-from wado_pipeline.dev.sandbox import dagster_process
 from wado_pipeline.instance.launcher import WORKER_TAG, WarmProcessRunLauncher, signal_worker
 from wado_pipeline.instance.warm_process import process_start_ticks
 from wado_pipeline_tests.support import encode, synthetic_messages, wait_until

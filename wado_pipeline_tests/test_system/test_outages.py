@@ -21,7 +21,7 @@ from dagster import (
 )
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.dev.sandbox import dagster_process
+from wado_pipeline.bench.sandbox import dagster_process
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline_tests.support import (
     assert_tables_match,

@@ -22,8 +22,8 @@ import pytest
 from dagster import DagsterInstance
 from sqlalchemy import create_engine, text
 
+from wado_pipeline.bench.bench_pipeline import produce
 from wado_pipeline.core.run_contract import JOB_NAME, SENSOR_NAME
-from wado_pipeline.dev.bench_pipeline import produce
 from wado_pipeline_tests.support import synthetic_messages, wait_until
 from wado_pipeline_tests.test_system.test_ui import gql, running_dagster_dev
 from wado_pipeline_tests.test_system.test_ui_actions import REEXECUTE, _finished

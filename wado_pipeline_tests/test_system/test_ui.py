@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from wado_pipeline.bench.sandbox import dagster_process
 from wado_pipeline.core import schema as S
-from wado_pipeline.dev.sandbox import dagster_process
 from wado_pipeline_tests.support import (
     await_exit_of_processes_mentioning,
     encode,

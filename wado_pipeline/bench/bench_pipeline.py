@@ -31,13 +31,13 @@ from kafka import KafkaProducer
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.assets import batch_steps
+from wado_pipeline.bench.sandbox import dagster_home, dagster_process, namespace
+from wado_pipeline.bench.synthetic import synthetic_archive
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.dicom.parallel import shutdown_pool
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.run_contract import PARTITION_TAG, RANGE_TAG
-from wado_pipeline.definitions import build_resources
-from wado_pipeline.dev.sandbox import dagster_home, dagster_process, namespace
-from wado_pipeline.dev.synthetic import synthetic_archive
+from wado_pipeline.resources.configured import build_resources
 from wado_pipeline.settings import Settings
 
 # ------------------------------------------------------------------ data

@@ -19,11 +19,31 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from wado_pipeline.core.dicom.seahash import uid_hash
-from wado_pipeline.settings import Settings
 
 WORKER_NODE_ID = "DICOM_STORE_SCP"
 ACCESSION_MAX = 16  # longer accession numbers are sent as null
-VIEWER_SYNTAXES = frozenset(Settings().viewer_transfer_syntaxes.split(","))
+# The transfer syntaxes upstream's viewer displays (its default
+# ``cornerstonejs_supported_transfer_syntax``): others arrive as NeedTransfer.
+VIEWER_TRANSFER_SYNTAXES = ",".join(
+    "1.2.840.10008." + s
+    for s in [
+        "1.2",
+        "1.2.1",
+        "1.2.2",
+        "1.2.1.99",
+        "1.2.5",
+        "1.2.4.50",
+        "1.2.4.51",
+        "1.2.4.57",
+        "1.2.4.70",
+        "1.2.4.80",
+        "1.2.4.81",
+        "1.2.4.90",
+        "1.2.4.91",
+        "1.2.4.92",
+    ]
+)
+VIEWER_SYNTAXES = frozenset(VIEWER_TRANSFER_SYNTAXES.split(","))
 
 
 def receiver_layout(root: Path, tenant: str, ds: Dataset) -> Path:

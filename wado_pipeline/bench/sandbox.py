@@ -23,7 +23,7 @@ from kafka import KafkaAdminClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from wado_pipeline.definitions import build_resources
+from wado_pipeline.resources.configured import build_resources
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import Settings, topic_specs
 

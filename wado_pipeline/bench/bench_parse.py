@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pydicom
 
+from wado_pipeline.bench.synthetic import synthetic_archive
 from wado_pipeline.core.batch_rows import SourceRecord, process_record
 from wado_pipeline.core.dicom.extract import extract
 from wado_pipeline.core.dicom.parallel import process_records
 from wado_pipeline.core.message import parse_store_message
 from wado_pipeline.core.rejection import Rejected
-from wado_pipeline.dev.synthetic import synthetic_archive
 
 
 def _best_rate(n: int, fn: Callable[[], object], repeat: int) -> float:
@@ -53,7 +53,7 @@ def pydicom_corpus_messages(root: Path) -> list[tuple[Path, bytes]]:
 
     from pydicom.data import get_testdata_files
 
-    from wado_pipeline.cli.receiver import store_message
+    from wado_pipeline.core.dicom.receiver import store_message
 
     out = []
     for i, name in enumerate(sorted(set(get_testdata_files("*.dcm")))):
