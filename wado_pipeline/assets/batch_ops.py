@@ -40,7 +40,6 @@ from wado_pipeline.core.dicom.parallel import shutdown_pool
 from wado_pipeline.core.planning import OffsetRange, claim_past, pending_ranges
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.run_contract import (
-    JOB_NAME,
     PENDING_TAG,
     READ_OP,
     pending_tag,
@@ -50,10 +49,8 @@ from wado_pipeline.dagster_internals import PARENT_RUN_ID_TAG
 from wado_pipeline.resources.dagster_instance.dagster_runs import (
     claimed_ranges,
     launched_without_range,
-    overlapping_runs,
     sensor_cursor,
     sensor_running,
-    sensor_tick_done_after,
 )
 from wado_pipeline.resources.doris import DorisBackend
 from wado_pipeline.resources.ingest_settings import IngestSettings
@@ -125,28 +122,60 @@ def _resolve_pending(
 ) -> list[OffsetRange]:
     """The ranges of a run launched without one: what is pending per partition now.
 
-    Coordination with the sensor, so the two never take the same offsets: start at the
-    sensor's cursor (or the group's offset), past ranges that other such runs took and
-    ranges already processed; record them in the run's tag, which the sensor reads and
-    skips; then wait for one sensor tick that started after the tag was written (any
-    earlier tick's runs exist by then) and leave out what such runs took meanwhile."""
+    Only the sensor hands out offsets: while it runs, it writes this run's ranges into
+    the run's ``wado/pending`` tag at its next tick, and the run waits for that tag (its
+    own record). A re-execution takes its parent's ranges. With the sensor stopped (or
+    silent for ``SENSOR_SYNC_SECONDS``: no daemon), the run takes what is pending past
+    the sensor's cursor, other such runs' claims and the group's progress, and records
+    it in the same tag, which the sensor skips once it runs again."""
     instance, topic = context.instance, ingest.storage_topic
     stored = instance.get_run_by_id(context.run_id) or context.run
     tags = stored.tags
-    if PENDING_TAG in tags:  # a re-execution that copied its parent's tags
+    if PENDING_TAG in tags:  # assigned already, or a re-execution that copied the tag
         return ranges_from_pending_tag(topic, tags[PENDING_TAG])
     parent_id = stored.parent_run_id or tags.get(PARENT_RUN_ID_TAG)
     parent = instance.get_run_by_id(parent_id) if parent_id else None
     if parent is not None and PENDING_TAG in parent.tags:  # a re-execution: the same ranges
         instance.add_run_tags(context.run_id, {PENDING_TAG: parent.tags[PENDING_TAG]})
         return ranges_from_pending_tag(topic, parent.tags[PENDING_TAG])
+    if sensor_running(instance):
+        assigned = _await_assignment(instance, context.run_id)
+        if assigned is not None:
+            return ranges_from_pending_tag(topic, assigned)
+        context.log.warning(
+            f"the sensor assigned no range within {SENSOR_SYNC_SECONDS:g} s (is the daemon "
+            "running?); taking what is pending past its cursor"
+        )
+    ranges = _pending_past_the_sensor(instance, kafka, ingest, context.run_id)
+    instance.add_run_tags(context.run_id, {PENDING_TAG: pending_tag(ranges)})
+    return ranges
+
+
+def _await_assignment(instance, run_id: str) -> str | None:
+    """This run's ``wado/pending`` tag once the sensor has written it, or None after
+    ``SENSOR_SYNC_SECONDS``."""
+    deadline = time.monotonic() + SENSOR_SYNC_SECONDS
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and PENDING_TAG in run.tags:
+            return run.tags[PENDING_TAG]
+        time.sleep(0.5)
+    return None
+
+
+def _pending_past_the_sensor(
+    instance, kafka: KafkaResource, ingest: IngestSettings, run_id: str
+) -> list[OffsetRange]:
+    """What is pending per partition past the sensor's cursor (or the group's offset),
+    other such runs' claims and what is processed, up to the batch cap each."""
+    topic = ingest.storage_topic
     found = kafka.topic_progress(ingest.consumer_group, topic)
     if found is None:
         raise Failure(description=f"topic {topic} does not exist", allow_retries=False)
     offsets, progress = found
     cursor = sensor_cursor(instance, topic)
     others = claimed_ranges(
-        [r for r in launched_without_range(instance) if r.run_id != context.run_id], topic
+        [r for r in launched_without_range(instance) if r.run_id != run_id], topic
     )
     starts = {}
     for o in offsets:
@@ -157,23 +186,7 @@ def _resolve_pending(
         taken = [*others.get(p, []), *done.done, (0, done.committed)]
         starts[p] = claim_past(start, taken)
     bounds = {o.partition: (o.beginning, o.end) for o in offsets}
-    ranges = pending_ranges(topic, bounds, starts, ingest.max_batch_messages)
-    tagged_at = time.time()
-    instance.add_run_tags(context.run_id, {PENDING_TAG: pending_tag(ranges)})
-    if sensor_running(instance):
-        deadline = time.monotonic() + SENSOR_SYNC_SECONDS
-        while not sensor_tick_done_after(instance, tagged_at) and time.monotonic() < deadline:
-            time.sleep(0.5)
-    final = []
-    for rng in ranges:
-        spans = overlapping_runs(instance, JOB_NAME, rng, exclude=context.run_id)
-        start = claim_past(rng.start, spans)
-        end = min([s for s, _ in spans if s >= start] + [rng.end])
-        if end > start:
-            final.append(OffsetRange(topic, rng.partition, start, end))
-    if final != ranges:
-        instance.add_run_tags(context.run_id, {PENDING_TAG: pending_tag(final)})
-    return final
+    return pending_ranges(topic, bounds, starts, ingest.max_batch_messages)
 
 
 @op(name=READ_OP, ins={"storage": In(Nothing)}, out=Out(Batch))

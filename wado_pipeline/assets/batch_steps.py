@@ -157,18 +157,18 @@ def error_rows(batch: Batch, run_id: str) -> list[dict]:
     for r in batch.grouped.rejections:
         payload, encoding = payload_for_table(r.payload)
         rows.append(
-            {
-                "topic": topic,
-                "partition": r.partition,
-                "offset": r.offset,
-                "reason": str(r.reason),
-                "detail": r.detail,
-                "trace_id": r.trace_id,
-                "run_id": run_id,
-                "payload": payload,
-                "payload_encoding": encoding,
-                "created_time": now,
-            }
+            S.INGEST_ERROR.row(
+                topic=topic,
+                partition=r.partition,
+                offset=r.offset,
+                reason=str(r.reason),
+                detail=r.detail,
+                trace_id=r.trace_id,
+                run_id=run_id,
+                payload=payload,
+                payload_encoding=encoding,
+                created_time=now,
+            )
         )
     return rows
 

@@ -43,6 +43,15 @@ class Table:
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
+    def row(self, **values: object) -> dict[str, object]:
+        """A row of this table: every column given, no other (in column order)."""
+        names = self.column_names
+        if set(values) != set(names):
+            missing = sorted(set(names) - set(values))
+            extra = sorted(set(values) - set(names))
+            raise ValueError(f"{self.name} row: missing {missing}, unknown {extra}")
+        return {n: values[n] for n in names}
+
     def column(self, name: str) -> Column:
         for c in self.columns:
             if c.name == name:

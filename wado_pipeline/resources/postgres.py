@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from psycopg2.extras import execute_values
-from sqlalchemy import text
 
 from wado_pipeline.core.planning import OffsetRange
+from wado_pipeline.resources.sql import queries
 from wado_pipeline.resources.sql.backend import Rows, SqlBackend
 from wado_pipeline.resources.sql.tables import sa_tables
 from wado_pipeline.resources.sql.upserts import postgres_upsert
@@ -49,8 +49,8 @@ class PostgresResource(SqlBackend):
     def _create_tables(self, conn) -> None:
         # Concurrent runs on a fresh database would race on PostgreSQL's catalog
         # (duplicate pg_type rows) even with IF NOT EXISTS: serialise the DDL.
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wado_pipeline_ddl'))"))
-        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema_name}"'))
+        queries.advisory_xact_lock(conn, "wado_pipeline_ddl")
+        queries.create_schema(conn, self.schema_name)
         for t in self.tables.values():
             t.create(conn, checkfirst=True)
 
@@ -67,7 +67,7 @@ class PostgresResource(SqlBackend):
         holder at a time across every run process (the group commit's read, merge and
         write of a partition's progress, which Kafka cannot compare-and-set)."""
         with self.engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+            queries.advisory_xact_lock(conn, name)
             yield
 
     def _write(self, rows_by_table: Rows, rng: OffsetRange | None) -> dict[str, int]:

@@ -12,6 +12,8 @@ Dagster's run monitoring, which asks the run launcher, ``instance.launcher``):
   covered by a run in flight. After Dagster's own run retries are spent, the sensor
   relaunches the range with backoff (20 s, 40 s, then every 60 s) until it succeeds.
   The ``no_failed_batches`` check on the storage topic is red meanwhile.
+- *Runs launched without a range* (UI "Materialize all"): the sensor hands them what is
+  pending, in their ``wado/pending`` tag, and its cursor skips it.
 - A broker that does not answer fails the tick, so the UI shows it in red.
 """
 
@@ -40,6 +42,7 @@ from wado_pipeline.core.planning import (
     OffsetRange,
     PartitionState,
     expired_holes,
+    pending_ranges,
     plan_batches,
     relaunches_due,
     skip_taken,
@@ -60,6 +63,7 @@ from wado_pipeline.core.run_contract import (
     SINK_TAG,
     UNPROCESSED_CHECK,
     partition_tag,
+    pending_tag,
     range_from_tags,
     rebuild_plan_from_tag,
     run_config_for,
@@ -162,6 +166,7 @@ class Tick:
     progress: dict[int, PartitionProgress] = field(default_factory=dict)
     claimed: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     inflight_runs: list = field(default_factory=list)
+    unassigned: list = field(default_factory=list)
     requests: list[RunRequest] = field(default_factory=list)
     events: list = field(default_factory=list)
     inflight: dict[int, int] = field(default_factory=dict)
@@ -190,21 +195,33 @@ class Tick:
             ) from None
 
 
-def read_claims(tick: Tick) -> SkipReason | None:
-    """Runs launched without a range (UI "Materialize all") state in their tag what they
-    took; until every such run has, the tick waits (cursor unchanged).
+def read_claims(tick: Tick) -> None:
+    """Runs in flight, and what runs launched without a range (UI "Materialize all")
+    claim in their ``wado/pending`` tag; those without one yet are ``unassigned``.
 
     A run whose worker died is failed by Dagster's run monitoring, which asks the run
     launcher (dagster.yaml); a slow run is never taken for a dead one."""
     tick.inflight_runs = in_flight_runs(tick.context.instance, tick.job_name)
     unranged = launched_without_range(tick.context.instance)
-    if any(PENDING_TAG not in r.tags for r in unranged):
-        return SkipReason(
-            "a run launched without an offset range is resolving what is pending; "
-            "cursor unchanged until it has"
-        )
+    tick.unassigned = [r for r in reversed(unranged) if PENDING_TAG not in r.tags]
     tick.claimed = claimed_ranges(unranged, tick.topic)
-    return None
+
+
+def assign_claims(tick: Tick) -> None:
+    """Give each run launched without a range what is pending now, up to the batch cap
+    per partition, oldest run first: written to its ``wado/pending`` tag, which the run
+    waits for and the cursor then skips. The sensor alone hands out offsets, so a UI run
+    and the sensor's batches never overlap."""
+    cap = tick.ingest.max_batch_messages
+    bounds = {o.partition: (o.beginning, o.end) for o in tick.offsets}
+    for run in tick.unassigned:
+        starts = {p: state.next for p, state in tick.cursor.partitions.items()}
+        ranges = pending_ranges(tick.topic, bounds, starts, cap)
+        tick.context.instance.add_run_tags(run.run_id, {PENDING_TAG: pending_tag(ranges)})
+        tick.log.info(f"run {run.run_id} launched without a range takes {pending_tag(ranges)}")
+        for rng in ranges:
+            tick.claimed.setdefault(rng.partition, []).append((rng.start, rng.end))
+        skip_claimed(tick)
 
 
 def read_offsets(tick: Tick) -> SkipReason | None:
@@ -379,12 +396,13 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key: AssetKey, keys_of)
         context: SensorEvaluationContext, kafka: KafkaResource, ingest: IngestSettings
     ):
         tick = Tick(context, kafka, ingest, job.name, storage_asset_key)
-        for step in (read_claims, read_offsets):
-            skip = step(tick)
-            if skip is not None:
-                return skip
+        read_claims(tick)
+        skip = read_offsets(tick)
+        if skip is not None:
+            return skip
         read_cursor(tick)
         skip_claimed(tick)
+        assign_claims(tick)
         read_ages(tick)
         expired = relaunch_holes(tick)
         lost = plan_new_batches(tick, keys_of)

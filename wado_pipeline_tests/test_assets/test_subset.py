@@ -136,23 +136,30 @@ def test_materialize_all_without_config_takes_what_is_pending_and_replays_it(
     )
 
 
-def test_the_sensor_skips_what_a_run_without_range_took(settings, produce, storage_root):
-    """Coordination: while such a run resolves, the sensor waits; once it has, the
-    sensor's cursor skips the claimed range, so the two never overlap."""
+def test_the_sensor_hands_a_run_without_range_what_is_pending_and_skips_it(
+    settings, produce, storage_root
+):
+    """Coordination: only the sensor hands out offsets. Its next tick writes what is
+    pending into the run's tag (the run waits for it) and its cursor skips that, so the
+    two never overlap; later messages go to the sensor's own batches."""
     produce(encode(synthetic_messages(storage_root, 120)), partition=0)
     with instance_for_test() as instance:
-        # a run launched from the UI without a range, not started yet (in flight)
-        run = instance.add_run(
-            DagsterRun(job_name=JOB_NAME, run_id=make_new_run_id(), run_config={}, tags={})
+        # two runs launched from the UI without a range, not started yet (in flight)
+        first, second = (
+            instance.add_run(
+                DagsterRun(job_name=JOB_NAME, run_id=make_new_run_id(), run_config={}, tags={})
+            )
+            for _ in range(2)
         )
-        waiting = tick(settings, instance)
-        assert not waiting.run_requests
-        assert "resolving" in waiting.skip_message
-        instance.add_run_tags(run.run_id, {PENDING_TAG: "0:0-40"})
-        result = tick(settings, instance)
-        got = ranges(result)
-        assert got and got[0][:2] == (0, 40)  # the sensor starts after the claimed range
-        assert all(start >= 40 for _, start, _ in got)
+        assigning = tick(settings, instance)
+        assert not assigning.run_requests
+        tags = [instance.get_run_by_id(r.run_id).tags for r in (first, second)]
+        # the older run takes what is pending; the newer one what is left (nothing)
+        assert [t[PENDING_TAG] for t in tags] == ["0:0-120", ""]
+        produce(encode(synthetic_messages(storage_root, 60, seed="later")), partition=0)
+        got = ranges(tick(settings, instance))
+        assert got and got[0][:2] == (0, 120)  # the sensor starts after the claimed range
+        assert all(start >= 120 for _, start, _ in got)
 
 
 def test_a_partial_run_without_a_range_is_refused(settings, produce, storage_root, kafka):

@@ -20,7 +20,6 @@ from wado_pipeline.core.run_contract import (
     VERIFIED_TAG,
     VERIFY_JOB,
     has_range_config,
-    partition_tag,
     range_from_tags,
     ranges_from_pending_tag,
     ranges_of_run,
@@ -87,37 +86,6 @@ def sensor_running(instance: DagsterInstance) -> bool:
         if state.instigator_name == SENSOR_NAME:
             return state.status.value in ("RUNNING", "DECLARED_IN_CODE")
     return False
-
-
-def sensor_tick_done_after(instance: DagsterInstance, since: float) -> bool:
-    """Whether a sensor tick that started after ``since`` (epoch s) has finished: every
-    run an earlier tick requested exists by then (ticks are sequential)."""
-    for state in instance.all_instigator_state():
-        if state.instigator_name != SENSOR_NAME:
-            continue
-        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=5)
-        return any(t.timestamp > since and t.status.value != "STARTED" for t in ticks)
-    return False
-
-
-def overlapping_runs(
-    instance: DagsterInstance, job_name: str, rng: OffsetRange, exclude: str
-) -> list[tuple[int, int]]:
-    """Ranges of the sensor's runs (in flight or succeeded) that overlap ``rng``."""
-    runs = instance.get_runs(
-        RunsFilter(
-            job_name=job_name, tags={PARTITION_TAG: partition_tag(rng.topic, rng.partition)}
-        ),
-        limit=50,
-    )
-    out = []
-    for r in runs:
-        span = range_from_tags(r.tags)
-        if r.run_id == exclude or span is None or r.status == DagsterRunStatus.FAILURE:
-            continue
-        if span[0] < rng.end and rng.start < span[1]:
-            out.append(span)
-    return out
 
 
 def failed_runs_by_range(

@@ -1,10 +1,12 @@
-"""Read-side queries shared by the PostgreSQL and Doris resources (asset checks)."""
+"""Every SQL text the resources run besides their upserts and DDL: the read-side queries
+of the asset checks, shared by the PostgreSQL and Doris resources, and PostgreSQL's
+advisory locks."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Table, and_, func, or_, select, tuple_
+from sqlalchemy import Connection, Table, and_, func, or_, select, text, tuple_
 
 from wado_pipeline.core import schema as S
 
@@ -71,3 +73,14 @@ def rejections_in(
         c.topic == topic, c.partition == partition, c.offset >= start, c.offset < end
     )
     return [(offset, reason) for offset, reason in conn.execute(query).all()]
+
+
+def advisory_xact_lock(conn: Connection, name: str) -> None:
+    """PostgreSQL: wait for, then hold until the transaction ends, the advisory lock
+    named ``name`` (one holder at a time across every process)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+
+
+def create_schema(conn: Connection, schema: str) -> None:
+    """PostgreSQL: the schema, unless it exists."""
+    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
