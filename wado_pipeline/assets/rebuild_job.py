@@ -88,7 +88,7 @@ def plan_rebuild(
         start = max(starts[o.partition], o.beginning)
         ranges += [OffsetRange(topic, o.partition, s, e) for s, e in done.processed(start)]
     messages = sum(r.end - r.start for r in ranges)
-    slices = sum(-(-(r.end - r.start) // ingest.max_batch_messages) for r in ranges)
+    slices = sum(len(r.slices(ingest.max_batch_messages)) for r in ranges)
     context.instance.add_run_tags(
         context.run_id, {REBUILD_PLAN_TAG: rebuild_plan_tag(config.sink, ranges)}
     )

@@ -101,10 +101,8 @@ def core_loop(s: Settings, n: int) -> dict:
     batches = 0
     t0 = time.perf_counter()
     for o in kafka.partition_offsets(s.storage_topic):
-        for start in range(o.beginning, o.end, s.max_batch_messages):
-            rng = OffsetRange(
-                s.storage_topic, o.partition, start, min(o.end, start + s.max_batch_messages)
-            )
+        whole = OffsetRange(s.storage_topic, o.partition, o.beginning, o.end)
+        for rng in whole.slices(s.max_batch_messages):
             batch = batch_steps.read(
                 kafka, rng, ingest.roots, ingest.parse_workers, ingest.transcoding
             )

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import requests
 
-from wado_pipeline.core.planning import slices
 from wado_pipeline.core.run_contract import (
     REBUILD_JOB,
     REBUILD_PLAN_TAG,
@@ -82,7 +81,7 @@ def rebuild(
         raise RebuildFailed(f"plan run {plan_id} ended {run['status']}; see it in the UI")
     tags = {t["key"]: t["value"] for t in run["tags"]}
     sink, ranges = rebuild_plan_from_tag(topic, tags.get(REBUILD_PLAN_TAG, "|"))
-    expected = sum(len(slices(r, cap)) for r in ranges)
+    expected = sum(len(r.slices(cap)) for r in ranges)
     messages = sum(r.end - r.start for r in ranges)
     say(f"{sink}: {messages} message(s) in {expected} run(s), launched by the sensor")
     summary = {"plan_run": plan_id, "sink": sink, "messages": messages, "runs": expected}

@@ -50,6 +50,14 @@ class OffsetRange:
         """``topic[p] first..last`` (inclusive: what operators read in Kafka tools)."""
         return f"{self.topic}[{self.partition}] {self.start}..{self.end - 1}"
 
+    def slices(self, size: int) -> list[OffsetRange]:
+        """This range cut into consecutive ranges of at most ``size`` offsets (the batch
+        cap: how runs, relaunches, rebuilds and the benchmark cut a long range)."""
+        return [
+            OffsetRange(self.topic, self.partition, s, min(s + size, self.end))
+            for s in range(self.start, self.end, size)
+        ]
+
     @property
     def described(self) -> str:
         """``topic[p] offsets first..last``: how descriptions, logs and errors name it."""
@@ -100,14 +108,6 @@ def relaunch_delay_ms(attempts: int) -> int:
 
 
 MAX_DISPATCHED = 50
-
-
-def slices(rng: OffsetRange, size: int) -> list[OffsetRange]:
-    """``rng`` cut into consecutive ranges of at most ``size`` offsets."""
-    return [
-        OffsetRange(rng.topic, rng.partition, s, min(s + size, rng.end))
-        for s in range(rng.start, rng.end, size)
-    ]
 
 
 @dataclass
@@ -330,12 +330,10 @@ def due_relaunches(holes: list[Hole], now_ms: int, max_size: int, allowed: int) 
             continue
         h.attempts += 1
         h.last_launch_ms = now_ms
-        for start in range(h.start, h.end, max_size):  # as many slices as may run
-            if len(due) >= allowed:
+        for part in OffsetRange("", 0, h.start, h.end).slices(max_size):
+            if len(due) >= allowed:  # as many slices as may run
                 break
-            due.append(
-                Hole(start, min(h.end, start + max_size), h.first_seen_ms, h.attempts, now_ms)
-            )
+            due.append(Hole(part.start, part.end, h.first_seen_ms, h.attempts, now_ms))
     return due
 
 

@@ -46,7 +46,6 @@ from wado_pipeline.core.planning import (
     plan_batches,
     relaunches_due,
     skip_taken,
-    slices,
 )
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.run_contract import (
@@ -131,7 +130,7 @@ def rebuild_requests(instance, cursor: Cursor, topic: str, cap: int, keys_of) ->
             continue
         sink, ranges = rebuild_plan_from_tag(topic, plan_run.tags[REBUILD_PLAN_TAG])
         for rng in ranges:
-            for part in slices(rng, cap):
+            for part in rng.slices(cap):
                 out.append(
                     RunRequest(
                         run_key=f"rebuild:{plan_run.run_id}:{part.run_key}",

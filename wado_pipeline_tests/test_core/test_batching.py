@@ -252,3 +252,12 @@ def test_relaunches_over_a_six_hour_outage_get_fresh_keys_and_keep_pace():
     assert launched_at[-1] >= outage_ms - 60_000  # relaunched right up to the recovery
     assert worst_wait <= 60_000
     assert len(keys) >= outage_ms // (in_flight_ms + 60_000)
+
+
+def test_a_range_cuts_itself_into_slices_of_the_cap():
+    rng = OffsetRange("t", 2, 10, 4511)
+    parts = rng.slices(2000)
+    assert [(p.start, p.end) for p in parts] == [(10, 2010), (2010, 4010), (4010, 4511)]
+    assert {(p.topic, p.partition) for p in parts} == {("t", 2)}
+    assert OffsetRange("t", 0, 5, 5).slices(2000) == []
+    assert rng.described == "t[2] offsets 10..4510" and str(rng) == "t[2] 10..4510"
