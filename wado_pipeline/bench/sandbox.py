@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 
 from wado_pipeline.resources.configured import build_resources
 from wado_pipeline.resources.kafka import KafkaResource
@@ -89,9 +91,24 @@ def dagster_home(directory: Path, postgres_url: str) -> Iterator[tuple[Path, str
     try:
         yield home, url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        _drop_database(admin, db)
         admin.dispose()
+
+
+def _drop_database(admin, db: str, timeout: float = 120.0) -> None:
+    """Drop ``db``, ending its sessions. An autovacuum worker (a superuser's session,
+    which the pipeline's role may not end) can be cleaning it after a mass deletion:
+    then wait for it to finish and try again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+            return
+        except ProgrammingError as exc:
+            if "pg_signal_backend" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @contextmanager
