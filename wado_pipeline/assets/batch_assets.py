@@ -27,7 +27,7 @@ from wado_pipeline.assets.batch_ops import (
 )
 from wado_pipeline.assets.keys import GROUP, asset_keys
 from wado_pipeline.core import schema as S
-from wado_pipeline.core.run_contract import GRAPH_NAME
+from wado_pipeline.core.run_contract import DORIS, GRAPH_NAME, POSTGRES, TABLE_SINKS
 from wado_pipeline.settings import Settings
 
 
@@ -48,12 +48,12 @@ def _batch_outs(keys: dict) -> dict[str, AssetOut]:
         ),
     }
     for t in S.PIPELINE_TABLES:
-        for prefix, kind in (("pg", "postgres"), ("doris", "doris")):
-            outs[f"{prefix}_{t.name}"] = AssetOut(
-                key=keys[f"{prefix}_{t.name}"],
-                kinds={kind},
+        for sink in TABLE_SINKS:
+            outs[sink.output(t.name)] = AssetOut(
+                key=keys[sink.output(t.name)],
+                kinds={sink.name},
                 dagster_type=Nothing,
-                description=f"{t.name} in {kind.capitalize()}, upserted by every batch.",
+                description=f"{t.name} in {sink.title}, upserted by every batch.",
             )
     return outs
 
@@ -67,7 +67,7 @@ def _with_freshness(assets, settings: Settings, keys: dict):
         fail_window=timedelta(seconds=settings.freshness_fail_seconds),
         warn_window=timedelta(seconds=settings.freshness_warn_seconds),
     )
-    tables = {keys[f"{p}_{t.name}"] for t in S.PIPELINE_TABLES for p in ("pg", "doris")}
+    tables = {keys[s.output(t.name)] for t in S.PIPELINE_TABLES for s in TABLE_SINKS}
     return assets.map_asset_specs(
         lambda spec: (
             spec.replace_attributes(freshness_policy=freshness) if spec.key in tables else spec
@@ -116,9 +116,9 @@ def build_ingest_assets(settings: Settings):
             "group_offsets": committed,
         }
         for t, o in zip(S.PIPELINE_TABLES, pg, strict=True):
-            result[f"pg_{t.name}"] = o
+            result[POSTGRES.output(t.name)] = o
         for t, o in zip(S.PIPELINE_TABLES, dr, strict=True):
-            result[f"doris_{t.name}"] = o
+            result[DORIS.output(t.name)] = o
         return result
 
     return storage, _with_freshness(ingest_batch, settings, keys)

@@ -33,10 +33,14 @@ from wado_pipeline.core.planning import OffsetRange, merge_ranges, unprocessed_r
 from wado_pipeline.core.progress import PartitionProgress
 from wado_pipeline.core.rejection import Rejected
 from wado_pipeline.core.run_contract import (
+    DORIS,
     LOST_CHECK,
     PARTITION_TAG,
+    POSTGRES,
+    TABLE_SINKS,
     UNPROCESSED_CHECK,
     VERIFIED_TAG,
+    Sink,
     partition_tag,
     range_from_tags,
 )
@@ -168,13 +172,13 @@ def _batch_check_specs(keys: dict[str, AssetKey]) -> list[AssetCheckSpec]:
     specs = [
         AssetCheckSpec(
             BATCH_KEYS,
-            asset=keys[f"{prefix}_{t.name}"],
+            asset=keys[sink.output(t.name)],
             description="Every key of the batch's accepted messages is in the table, no row "
             "of the batch has a NULL in a (Doris) key column"
-            + (", and no key is stored twice." if prefix == "pg" else "."),
+            + (", and no key is stored twice." if sink is POSTGRES else "."),
         )
         for t in S.PIPELINE_TABLES
-        for prefix in ("pg", "doris")
+        for sink in TABLE_SINKS
     ]
     specs.append(
         AssetCheckSpec(
@@ -205,7 +209,7 @@ def _read_batches(kafka: KafkaResource, postgres: PostgresResource, ranges: list
     return records, rejected
 
 
-def _key_results(sink: str, res, tables, keys, expected, context_counts):
+def _key_results(sink: Sink, res, tables, keys, expected, context_counts):
     """``batch_keys`` of one sink's selected tables."""
     with res.engine.connect() as conn:
         for t in tables:
@@ -217,10 +221,10 @@ def _key_results(sink: str, res, tables, keys, expected, context_counts):
                 "found_keys": queries.count_present(conn, t, table, want),
                 "rows_with_null_keys": queries.count_null_keys(conn, t, table, want),
             }
-            if sink == "pg":  # Doris' unique key model cannot hold duplicates
+            if sink is POSTGRES:  # Doris' unique key model cannot hold duplicates
                 counts["duplicate_keys"] = queries.count_duplicate_keys(conn, t, table, want)
             yield AssetCheckResult(
-                asset_key=keys[f"{sink}_{t.name}"],
+                asset_key=keys[sink.output(t.name)],
                 check_name=BATCH_KEYS,
                 passed=counts["found_keys"] == len(want)
                 and counts["rows_with_null_keys"] == 0
@@ -273,8 +277,8 @@ def build_batch_checks(keys: dict[str, AssetKey]):
         expected = _expected_keys(records, set(rejected))
         counts = {"runs_verified": n_runs, "offset_ranges": _ranges_text(ranges)}
         results = []
-        for sink, res in (("pg", postgres), ("doris", doris)):
-            mine = [t for t in S.PIPELINE_TABLES if keys[f"{sink}_{t.name}"] in chosen]
+        for sink, res in ((POSTGRES, postgres), (DORIS, doris)):
+            mine = [t for t in S.PIPELINE_TABLES if keys[sink.output(t.name)] in chosen]
             if mine:
                 results.extend(_key_results(sink, res, mine, keys, expected, counts))
         if keys["pg_errors"] in chosen:

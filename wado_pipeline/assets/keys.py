@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import AssetKey
 
 from wado_pipeline.core import schema as S
+from wado_pipeline.core.run_contract import SINK_BY_NAME, TABLE_SINKS, TOPICS
 from wado_pipeline.settings import Settings
 
 GROUP = "ingest"
@@ -25,18 +26,17 @@ def asset_keys(settings: Settings) -> dict[str, AssetKey]:
         "group_offsets": AssetKey(["kafka", "consumer_groups", settings.consumer_group]),
     }
     for t in S.PIPELINE_TABLES:
-        keys[f"pg_{t.name}"] = AssetKey(["postgres", t.name])
-        keys[f"doris_{t.name}"] = AssetKey(["doris", t.name])
+        for sink in TABLE_SINKS:
+            keys[sink.output(t.name)] = AssetKey([sink.name, t.name])
     return keys
 
 
 def sink_keys(settings: Settings, sink: str) -> list[AssetKey]:
     """The assets one sink consists of (what ``rebuild --sink`` materializes)."""
     keys = asset_keys(settings)
-    if sink == "doris":
-        return [keys[f"doris_{t.name}"] for t in S.PIPELINE_TABLES]
-    if sink == "postgres":
-        return [keys[f"pg_{t.name}"] for t in S.PIPELINE_TABLES]
-    if sink == "topics":
+    found = SINK_BY_NAME.get(sink)
+    if found is None:
+        raise ValueError(f"unknown sink {sink}")
+    if found is TOPICS:
         return [keys["state_topic"], keys["image_topic"]]
-    raise ValueError(f"unknown sink {sink}")
+    return [keys[found.output(t.name)] for t in S.PIPELINE_TABLES]

@@ -9,6 +9,7 @@ alone, so a rerun replays it exactly and no patient data reaches run config or t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from wado_pipeline.core.planning import OffsetRange
@@ -49,7 +50,32 @@ REBUILD_TAG = "wado/rebuild"
 SINK_TAG = "wado/sink"
 # A rebuild run's partition: not PARTITION_TAG, so rebuilds never hold the sensor's runs
 REBUILD_PARTITION_TAG = "wado/rebuild_partition"
-SINKS = ("doris", "postgres", "topics")
+
+
+@dataclass(frozen=True)
+class Sink:
+    """A place a batch lands, in every vocabulary the code speaks of it: its ``name``
+    (``rebuild --sink``, the ``wado/sink`` tag, the first part of its tables' asset
+    keys), its ``title`` (descriptions), the prefix of its tables' outputs in the batch
+    graph (kept from the first release, so older runs stay re-executable) and the
+    resource that writes it."""
+
+    name: str
+    title: str
+    output_prefix: str | None
+    resource: str
+
+    def output(self, table: str) -> str:
+        """The batch graph's output name for one of this sink's tables."""
+        return f"{self.output_prefix}_{table}"
+
+
+POSTGRES = Sink("postgres", "PostgreSQL", "pg", "postgres")
+DORIS = Sink("doris", "Doris", "doris", "doris")
+TOPICS = Sink("topics", "the state and image topics", None, "kafka")
+TABLE_SINKS = (POSTGRES, DORIS)  # the sinks holding the pipeline's tables
+SINKS = tuple(s.name for s in (DORIS, POSTGRES, TOPICS))
+SINK_BY_NAME = {s.name: s for s in (DORIS, POSTGRES, TOPICS)}
 
 # Batch verification: a job that runs the batch checks over the ranges that runs wrote
 # since the last verification (not a step of every run: see assets/checks.py). Its run
