@@ -20,7 +20,13 @@ from pydantic import Field
 from wado_pipeline.assets.config_fields import optional
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.progress import PartitionProgress
-from wado_pipeline.core.run_contract import REBUILD_JOB, REBUILD_PLAN_TAG, SINKS, rebuild_plan_tag
+from wado_pipeline.core.run_contract import (
+    REBUILD_JOB,
+    REBUILD_PLAN_TAG,
+    REBUILD_RUNS_TAG,
+    SINKS,
+    rebuild_plan_tag,
+)
 from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource
 
@@ -90,7 +96,8 @@ def plan_rebuild(
     messages = sum(r.end - r.start for r in ranges)
     slices = sum(len(r.slices(ingest.max_batch_messages)) for r in ranges)
     context.instance.add_run_tags(
-        context.run_id, {REBUILD_PLAN_TAG: rebuild_plan_tag(config.sink, ranges)}
+        context.run_id,
+        {REBUILD_PLAN_TAG: rebuild_plan_tag(config.sink, ranges), REBUILD_RUNS_TAG: str(slices)},
     )
     context.add_output_metadata(
         {

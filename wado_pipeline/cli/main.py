@@ -180,7 +180,6 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             args.port,
             config,
             settings.storage_topic,
-            settings.max_batch_messages,
             wait=not args.no_wait,
         )
     except RebuildFailed as exc:

@@ -15,6 +15,7 @@ import requests
 from wado_pipeline.core.run_contract import (
     REBUILD_JOB,
     REBUILD_PLAN_TAG,
+    REBUILD_RUNS_TAG,
     REBUILD_TAG,
     rebuild_plan_from_tag,
 )
@@ -58,7 +59,6 @@ def rebuild(
     port: int,
     config: dict,
     topic: str,
-    cap: int,
     wait: bool = True,
     poll_s: float = 2.0,
     say: Callable[[str], None] = print,
@@ -81,7 +81,7 @@ def rebuild(
         raise RebuildFailed(f"plan run {plan_id} ended {run['status']}; see it in the UI")
     tags = {t["key"]: t["value"] for t in run["tags"]}
     sink, ranges = rebuild_plan_from_tag(topic, tags.get(REBUILD_PLAN_TAG, "|"))
-    expected = sum(len(r.slices(cap)) for r in ranges)
+    expected = int(tags.get(REBUILD_RUNS_TAG, "0"))  # as the plan cut them
     messages = sum(r.end - r.start for r in ranges)
     say(f"{sink}: {messages} message(s) in {expected} run(s), launched by the sensor")
     summary = {"plan_run": plan_id, "sink": sink, "messages": messages, "runs": expected}

@@ -47,6 +47,7 @@ PENDING_TAG = "wado/pending"
 REBUILD_JOB = "rebuild_sink"
 REBUILD_PLAN_TAG = "wado/rebuild_plan"
 REBUILD_TAG = "wado/rebuild"
+REBUILD_RUNS_TAG = "wado/rebuild_runs"  # how many bounded runs the plan leads to
 SINK_TAG = "wado/sink"
 # A rebuild run's partition: not PARTITION_TAG, so rebuilds never hold the sensor's runs
 REBUILD_PARTITION_TAG = "wado/rebuild_partition"
