@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 
 from wado_pipeline.bench.sandbox import PROJECT
 from wado_pipeline.bench.synthetic import synthetic_archive
+from wado_pipeline.bench.upstream import SITE_PG_DDL
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.dicom.receiver import store_message
 from wado_pipeline.core.planning import OffsetRange
@@ -318,9 +319,6 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-SITE_PG_DDL = PROJECT / "wado_pipeline_tests" / "fixtures" / "site_pg.sql"
-
-
 def site_postgres_tables(settings: Settings) -> None:
     """Replace the namespace's tables with the site's own (fixture DDL); the error
     table, which a site lacks, is what `init-db` adds."""
@@ -389,3 +387,23 @@ def offset_commits(bootstrap: str, group: str, topic: str, partition: int) -> li
         return [(o, ts) for _, o, ts in sorted(found)]
     finally:
         consumer.close()
+
+
+def postgres_rows(settings: Settings, table: str) -> int:
+    """Rows of one of the pipeline's PostgreSQL tables in the test's schema."""
+    engine = create_engine(settings.postgres_url)
+    try:
+        with engine.connect() as conn:
+            sql = f'SELECT count(*) FROM "{settings.postgres_schema}".{table}'
+            return conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def await_group_offsets(settings: Settings, ends: dict[int, int], timeout: float, what: str):
+    """Until the consumer group's committed offsets on the storage topic are ``ends``."""
+    from wado_pipeline.resources.kafka import KafkaResource
+
+    kafka = KafkaResource(bootstrap=settings.kafka_bootstrap)
+    group, topic = settings.consumer_group, settings.storage_topic
+    wait_until(lambda: kafka.committed_offsets(group, topic, list(ends)) == ends, timeout, what)

@@ -9,11 +9,11 @@ per test, with the test's own topics, database and storage path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from wado_pipeline.bench.sandbox import PROJECT
+from wado_pipeline.bench.upstream import site_database as bench_site_database
+from wado_pipeline.bench.upstream import upstream_config, upstream_program
 from wado_pipeline.settings import Settings
 from wado_pipeline_tests.support import SITE_PG_DDL, end_offsets, wait_until
 
@@ -81,58 +81,30 @@ class UpstreamSite:
     port: int
 
     def write_config(self) -> None:
-        base = json.loads((UPSTREAM_DIR / "application.sample.json").read_text())
-        db = make_url(self.database_url)
-        base["main_database"] = {
-            "dbtype": "postgresql",
-            "host": db.host,
-            "port": db.port or 5432,
-            "username": db.username,
-            "password": db.password,
-            "database": db.database,
-        }
-        base["kafka"]["brokers"] = self.settings.kafka_bootstrap
-        base["local_storage"]["dicm_store_path"] = str(self.store)
-        base["dicom_store_scp"]["port"] = self.port
-        base["dicom_store_scp"]["ae_title"] = AE_TITLE
-        base["message_queue"].update(
-            topic_main=self.settings.storage_topic,
-            topic_dicom_receive=self.log_topic,
-            topic_dicom_state=self.state_topic,
-            topic_dicom_image=self.image_topic,
-            consumer_group_id=self.group,
+        """This site's ``application.dev.json`` (also written by each program's start)."""
+        (self.workdir / "application.dev.json").write_text(json.dumps(self.config(), indent=2))
+
+    def config(self) -> dict:
+        own = dataclasses.replace(
+            self.settings, state_topic=self.state_topic, image_topic=self.image_topic
         )
-        (self.workdir / "application.dev.json").write_text(json.dumps(base, indent=2))
+        return upstream_config(
+            UPSTREAM_DIR,
+            own,
+            self.database_url,
+            self.store,
+            self.log_topic,
+            self.group,
+            receiver_port=self.port,
+            ae_title=AE_TITLE,
+        )
 
     @contextmanager
     def program(self, name: str) -> Iterator[Path]:
-        """Run ``bin/<name>`` in the site's directory, in its own process group; yields
-        its log file. Stopped with SIGTERM to the group (as upstream's README says)."""
-        log_path = self.workdir / f"{name}.log"
-        log = open(log_path, "w")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [str(UPSTREAM_DIR / "bin" / name)],
-            cwd=self.workdir,
-            env={**os.environ, "APP_ENV": "dev"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield log_path
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
-            log.close()
-            if proc.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
+        """Run ``bin/<name>`` in the site's directory (``bench.upstream``); yields its
+        log file."""
+        with upstream_program(UPSTREAM_DIR, name, self.workdir, self.config()) as (_, log):
+            yield log
 
     def receive(self, directories: list[Path]) -> int:
         """Start the receiver, send it every file of ``directories`` with dcmtk's
@@ -180,24 +152,9 @@ def _port_open(port: int) -> bool:
 
 @contextmanager
 def site_database(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL database of its own with the site's tables (the site-DDL fixture),
-    for upstream's consumer, which writes the ``public`` schema; yields its URL."""
-    name = "upstream_" + os.urandom(4).hex()
-    base = make_url(postgres_url)
-    admin = create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(False)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(SITE_PG_DDL.read_text())
-    engine.dispose()
-    try:
+    """A PostgreSQL database of its own with the site's tables (the site-DDL fixture)."""
+    with bench_site_database(postgres_url, SITE_PG_DDL) as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextmanager

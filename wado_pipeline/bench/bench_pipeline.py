@@ -33,6 +33,7 @@ from sqlalchemy import create_engine, text
 from wado_pipeline.assets import batch_steps
 from wado_pipeline.bench.sandbox import dagster_home, dagster_process, namespace
 from wado_pipeline.bench.synthetic import synthetic_archive
+from wado_pipeline.bench.upstream import session_cpu_seconds
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.dicom.parallel import shutdown_pool
 from wado_pipeline.core.planning import OffsetRange
@@ -139,11 +140,12 @@ def core_loop(s: Settings, n: int) -> dict:
 
 
 @contextmanager
-def dagster_daemon(s: Settings, workdir: Path) -> Iterator[tuple[Path, str]]:
-    """dagster-daemon on a fresh dagster-postgres database; yields (home, storage url)."""
+def dagster_daemon(s: Settings, workdir: Path) -> Iterator[tuple[Path, str, int]]:
+    """dagster-daemon on a fresh dagster-postgres database; yields (home, storage url,
+    the daemon's session: its code server, warm process and run workers are in it)."""
     with dagster_home(workdir, s.postgres_url) as (home, storage):
-        with dagster_process(["dagster-daemon", "run"], s, home, storage):
-            yield home, storage
+        with dagster_process(["dagster-daemon", "run"], s, home, storage) as proc:
+            yield home, storage, proc.pid
         time.sleep(2)  # let the run workers' last events land before the database goes
 
 
@@ -332,11 +334,12 @@ def backlog(n: int, max_batch: int) -> dict:
         with namespace(base, root, "bench") as b:
             produce(b, messages)
             print("(b) dagster-daemon …", file=sys.stderr)
-            with dagster_daemon(b, Path(tmp)) as (home, storage):
+            with dagster_daemon(b, Path(tmp)) as (home, storage, session):
                 t0 = time.perf_counter()
                 started_at = time.time()
                 t1 = wait_for_rows(b, sop_count, timeout=max(600, n / 5))
                 settle_runs(home, storage)
+                cpu = session_cpu_seconds(session)
                 stats = run_stats(home, storage, b.consumer_group)
                 timeline = run_timeline(batch_runs(home, storage), started_at)
     dagster_rate = n / (t1 - t0)
@@ -350,6 +353,8 @@ def backlog(n: int, max_batch: int) -> dict:
         "max_batch_messages": max_batch,
         **core,
         "dagster_msgs_per_s": round(dagster_rate, 1),
+        "cpu_s": round(cpu, 2),
+        "cpu_s_per_1000_messages": round(cpu / n * 1000, 2),
         "dagster_seconds": round(t1 - t0, 2),
         "ratio": round(dagster_rate / core["core_msgs_per_s"], 3),
         "dagster_msgs_per_s_from_first_run": round(running_rate, 1) if running_rate else None,
@@ -378,7 +383,10 @@ def steady(rates: list[float], seconds: float) -> dict:
             messages = [m for _, _, m in synthetic_archive(root, "bench", n, seed=f"r{rate}")]
             workdir = Path(tmp) / f"r{rate}"
             workdir.mkdir()
-            with namespace(base, root, "bench") as s, dagster_daemon(s, workdir) as (home, storage):
+            with (
+                namespace(base, root, "bench") as s,
+                dagster_daemon(s, workdir) as (home, storage, session),
+            ):
                 time.sleep(8)  # the daemon's first sensor tick: measure steady state
                 print(f"steady {rate}/s for {seconds}s …", file=sys.stderr)
                 before = storage_profile(storage)
@@ -395,6 +403,8 @@ def steady(rates: list[float], seconds: float) -> dict:
                 requested = [(r["partition"], r["end"], r["requested"]) for r in runs]
                 stats.update(end_of_window(sent, where, seen["pg"], requested))
                 stats["timeline"] = run_timeline(runs, min(sent.values()))
+                stats["cpu_s"] = round(session_cpu_seconds(session), 2)
+                stats["cpu_s_per_1000_messages"] = round(stats["cpu_s"] / n * 1000, 2)
             lat_pg = [seen["pg"][t] - sent[t] for t in seen["pg"]]
             lat_maria = [seen["maria"][t] - sent[t] for t in seen["maria"]]
             out["rates"][str(rate)] = {
@@ -427,16 +437,18 @@ class RowWatcher:
     from before the first message is sent: a row that appears while messages are still
     being produced is stamped then, not when production ends."""
 
-    def __init__(self, s: Settings, interval: float = 0.2) -> None:
+    def __init__(self, s: Settings, interval: float = 0.2, queries: dict | None = None) -> None:
+        """``queries``: name -> (engine, SQL selecting trace ids); by default the
+        pipeline's PostgreSQL and MariaDB tables."""
         self.interval = interval
-        self.seen: dict[str, dict[str, float]] = {"pg": {}, "maria": {}}
-        self._queries = {
+        self._queries = queries or {
             "pg": (
                 create_engine(s.postgres_url),
                 f'SELECT trace_id FROM "{s.postgres_schema}".dicom_object_meta',
             ),
             "maria": (create_engine(s.doris_url), "SELECT trace_id FROM dicom_object_meta"),
         }
+        self.seen: dict[str, dict[str, float]] = {name: {} for name in self._queries}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="row-watcher", daemon=True)
 

@@ -238,12 +238,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from wado_pipeline.bench import bench_pipeline
 
         quick = args.quick
+        upstream = Path(args.against_upstream) if args.against_upstream else None
+        if upstream is not None and not (upstream / "bin" / "wado-consumer").is_file():
+            print(f"bench: no bin/wado-consumer under {upstream}", file=sys.stderr)
+            return EXIT_PROBLEM
         if args.mode == "backlog":
             n = args.n or (1000 if quick else 10_000)
             result = bench_pipeline.backlog(n, args.max_batch)
+            if upstream is not None:
+                from wado_pipeline.bench import bench_upstream as up
+
+                result = up.with_backlog_comparison(result, up.backlog_upstream(upstream, n))
         else:
             rates = [float(r) for r in args.rates.split(",")]
-            result = bench_pipeline.steady(rates, args.seconds or (20 if quick else 60))
+            seconds = args.seconds or (20 if quick else 60)
+            result = bench_pipeline.steady(rates, seconds)
+            if upstream is not None:
+                from wado_pipeline.bench import bench_upstream as up
+
+                theirs = up.steady_upstream(upstream, rates, seconds)
+                result = up.with_steady_comparison(result, theirs)
     bench.print_table(result)
     bench.save_result(result)
     return EXIT_OK
@@ -308,6 +322,12 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=cap, help=f"backlog: batch cap ({cap})")
     p.add_argument("--rates", default="10,100", help="steady: messages/s, comma-separated")
     p.add_argument("--seconds", type=float, help="steady: seconds per rate (60; quick 20)")
+    p.add_argument(
+        "--against-upstream",
+        metavar="PATH",
+        help="backlog, steady: then measure upstream's PATH/bin/wado-consumer the same way "
+        "and print both, with the ratios",
+    )
 
 
 def _webserver_options() -> argparse.ArgumentParser:

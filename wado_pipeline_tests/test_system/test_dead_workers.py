@@ -17,11 +17,15 @@ from wado_pipeline.bench.sandbox import PROJECT
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.run_contract import SENSOR_NAME, VERIFY_JOB
 from wado_pipeline.instance.launcher import WORKER_TAG
-from wado_pipeline.resources.kafka import KafkaResource
-from wado_pipeline_tests.support import encode, synthetic_messages, wait_until
-from wado_pipeline_tests.test_system.test_ui import (  # noqa: F401 - fixture
+from wado_pipeline_tests.support import (
+    await_group_offsets,
+    encode,
+    postgres_rows,
+    synthetic_messages,
+    wait_until,
+)
+from wado_pipeline_tests.test_system.test_ui import (
     _tags,
-    dagster_dev,
     failure_messages,
     gql,
 )
@@ -101,24 +105,14 @@ def _waiting_on_lock(settings, n: int) -> bool:
 
 def test_dead_workers_of_any_job_are_failed_and_slow_ones_left_alone(
     settings,
-    dagster_dev,  # noqa: F811
-    dagster_home,
+    dev_instance,
     produce,
     storage_root,
-    monkeypatch,
 ):
-    url = dagster_dev
-    home, storage_url = dagster_home
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
-    kafka = KafkaResource(bootstrap=settings.kafka_bootstrap)
-    topic, group = settings.storage_topic, settings.consumer_group
+    url, home = dev_instance
     first = synthetic_messages(storage_root, 12)
     produce(encode(first), partition=0)
-    wait_until(
-        lambda: kafka.committed_offsets(group, topic, [0]) == {0: 12},
-        180,
-        "the sensor's runs to process the first messages",
-    )
+    await_group_offsets(settings, {0: 12}, 180, "the sensor's runs to process the first messages")
     selector = {**_repo(url), "sensorName": SENSOR_NAME}
     sensor_id = gql(url, SENSOR, selector=selector)["sensorOrError"]["id"]
     assert gql(url, STOP, id=sensor_id)["stopSensor"]["__typename"] != "PythonError"
@@ -174,17 +168,5 @@ def test_dead_workers_of_any_job_are_failed_and_slow_ones_left_alone(
     # the dead UI run's claimed messages arrive (its retry, or the sensor's relaunch)
     started = gql(url, START, selector=selector)["startSensor"]
     assert started["__typename"] == "Sensor", started
-    wait_until(
-        lambda: kafka.committed_offsets(group, topic, [0, 1]) == {0: 12, 1: 6},
-        240,
-        "the claimed messages to be processed",
-    )
-    engine = create_engine(settings.postgres_url)
-    try:
-        with engine.connect() as conn:
-            n = conn.execute(
-                text(f'SELECT count(*) FROM "{settings.postgres_schema}".dicom_object_meta')
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    assert n == len(first) + len(second)
+    await_group_offsets(settings, {0: 12, 1: 6}, 240, "the claimed messages to be processed")
+    assert postgres_rows(settings, "dicom_object_meta") == len(first) + len(second)

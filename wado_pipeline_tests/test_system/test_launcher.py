@@ -24,7 +24,7 @@ from wado_pipeline.core.run_contract import JOB_NAME
 from wado_pipeline.dagster_internals import DagsterLaunchFailedError, WorkerStatus
 from wado_pipeline.instance.launcher import WORKER_TAG, WarmProcessRunLauncher, signal_worker
 from wado_pipeline.instance.warm_process import process_start_ticks
-from wado_pipeline_tests.support import encode, synthetic_messages, wait_until
+from wado_pipeline_tests.support import encode, postgres_rows, synthetic_messages, wait_until
 from wado_pipeline_tests.test_system.test_ui import gql, running_dagster_dev
 
 ZYGOTE = "wado_pipeline.instance.warm_process"
@@ -49,13 +49,7 @@ def zygotes(home) -> list[int]:
 
 
 def image_rows(settings) -> int:
-    engine = create_engine(settings.postgres_url)
-    try:
-        with engine.connect() as conn:
-            sql = f'SELECT count(*) FROM "{settings.postgres_schema}".dicom_image_meta'
-            return conn.execute(text(sql)).scalar_one()
-    finally:
-        engine.dispose()
+    return postgres_rows(settings, "dicom_image_meta")
 
 
 def batch_runs(instance: DagsterInstance):

@@ -7,7 +7,6 @@ from itertools import pairwise
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from sqlalchemy import create_engine, text
 
 from wado_pipeline.core.run_contract import (
     JOB_NAME,
@@ -15,11 +14,15 @@ from wado_pipeline.core.run_contract import (
     range_from_tags,
     ranges_from_pending_tag,
 )
-from wado_pipeline.resources.kafka import KafkaResource
-from wado_pipeline_tests.support import encode, synthetic_messages, wait_until
-from wado_pipeline_tests.test_system.test_ui import (  # noqa: F401 - fixture
+from wado_pipeline_tests.support import (
+    await_group_offsets,
+    encode,
+    postgres_rows,
+    synthetic_messages,
+    wait_until,
+)
+from wado_pipeline_tests.test_system.test_ui import (
     _tags,
-    dagster_dev,
     failure_messages,
     gql,
 )
@@ -28,38 +31,19 @@ from wado_pipeline_tests.test_system.test_ui_actions import RUN, _all_assets, _l
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
-def _rows(settings) -> int:
-    engine = create_engine(settings.postgres_url)
-    try:
-        with engine.connect() as conn:
-            sql = f'SELECT count(*) FROM "{settings.postgres_schema}".dicom_object_meta'
-            return conn.execute(text(sql)).scalar_one()
-    finally:
-        engine.dispose()
-
-
 def test_materialize_all_beside_the_running_sensor_takes_disjoint_offsets(
     settings,
-    dagster_dev,  # noqa: F811
-    dagster_home,
+    dev_instance,
     produce,
     storage_root,
-    monkeypatch,
 ):
-    url = dagster_dev
-    home, storage_url = dagster_home
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
-    kafka = KafkaResource(bootstrap=settings.kafka_bootstrap)
-    topic, group = settings.storage_topic, settings.consumer_group
+    url, home = dev_instance
+    topic = settings.storage_topic
     messages = synthetic_messages(storage_root, 40)
     produce(encode(messages[:20]), partition=0)
     ui_run = _launch(url, _all_assets(url), None)  # "Materialize all", no config
     produce(encode(messages[20:]), partition=0)
-    wait_until(
-        lambda: kafka.committed_offsets(group, topic, [0]) == {0: 40},
-        240,
-        "every message to be processed",
-    )
+    await_group_offsets(settings, {0: 40}, 240, "every message to be processed")
 
     def ended():
         run = gql(url, RUN, id=ui_run)["runOrError"]
@@ -79,4 +63,4 @@ def test_materialize_all_beside_the_running_sensor_takes_disjoint_offsets(
     # disjoint and together exactly [0, 40)
     assert every and every[0][0] == 0 and every[-1][1] == 40, every
     assert all(a[1] == b[0] for a, b in pairwise(every)), every
-    assert _rows(settings) == 40
+    assert postgres_rows(settings, "dicom_object_meta") == 40

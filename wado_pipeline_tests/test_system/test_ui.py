@@ -52,13 +52,6 @@ def running_dagster_dev(
     await_exit_of_processes_mentioning(str(home), 120, "dagster dev's processes to exit")
 
 
-@pytest.fixture
-def dagster_dev(settings, dagster_home):
-    """`dagster dev` for this test's settings and storage."""
-    with running_dagster_dev(settings, *dagster_home) as (url, _):
-        yield url
-
-
 def gql(url: str, query: str, **variables) -> dict:
     r = requests.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=30)
     r.raise_for_status()

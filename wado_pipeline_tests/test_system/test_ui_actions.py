@@ -20,16 +20,16 @@ from wado_pipeline.core import schema as S
 from wado_pipeline.core.run_contract import PENDING_TAG, SENSOR_NAME
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline_tests.support import (
+    await_group_offsets,
     consume_all,
     dump_tables,
     encode,
     synthetic_messages,
     wait_until,
 )
-from wado_pipeline_tests.test_system.test_ui import (  # noqa: F401 - fixture
+from wado_pipeline_tests.test_system.test_ui import (
     _tags,
     assert_rendered,
-    dagster_dev,
     failure_messages,
     gql,
     screenshot,
@@ -101,17 +101,13 @@ def _range_config(settings, partition: int, start: int, end: int) -> dict:
     return {"ops": {"ingest_batch": {"ops": {"read_batch": {"config": cfg}}}}}
 
 
-def test_every_ui_action_works(settings, dagster_dev, produce, storage_root):  # noqa: F811
+def test_every_ui_action_works(settings, dagster_dev, produce, storage_root):
     url = dagster_dev
     kafka = KafkaResource(bootstrap=settings.kafka_bootstrap)
     topic, group = settings.storage_topic, settings.consumer_group
     first = synthetic_messages(storage_root, 24)
     produce(encode(first), partition=0)
-    wait_until(
-        lambda: kafka.committed_offsets(group, topic, [0]) == {0: 24},
-        180,
-        "the sensor's runs to process the first messages",
-    )
+    await_group_offsets(settings, {0: 24}, 180, "the sensor's runs to process the first messages")
 
     # (a) one Doris table, refilled after it was truncated
     before = dump_tables(settings)
