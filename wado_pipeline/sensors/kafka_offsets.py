@@ -68,6 +68,7 @@ from wado_pipeline.core.run_contract import (
     run_config_for,
     tags_for,
 )
+from wado_pipeline.dagster_internals import PARENT_RUN_ID_TAG
 from wado_pipeline.resources.dagster_instance.dagster_runs import (
     claimed_ranges,
     failed_runs_by_range,
@@ -202,7 +203,12 @@ def read_claims(tick: Tick) -> None:
     launcher (dagster.yaml); a slow run is never taken for a dead one."""
     tick.inflight_runs = in_flight_runs(tick.context.instance, tick.job_name)
     unranged = launched_without_range(tick.context.instance)
-    tick.unassigned = [r for r in reversed(unranged) if PENDING_TAG not in r.tags]
+    # A re-execution replays its parent's ranges: the sensor never hands it new ones.
+    tick.unassigned = [
+        r
+        for r in reversed(unranged)
+        if PENDING_TAG not in r.tags and not (r.parent_run_id or r.tags.get(PARENT_RUN_ID_TAG))
+    ]
     tick.claimed = claimed_ranges(unranged, tick.topic)
 
 

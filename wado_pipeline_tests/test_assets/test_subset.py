@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from wado_pipeline.assets.keys import asset_keys
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.run_contract import JOB_NAME, PENDING_TAG
-from wado_pipeline.dagster_internals import make_new_run_id
+from wado_pipeline.dagster_internals import PARENT_RUN_ID_TAG, make_new_run_id
 from wado_pipeline.definitions import build_definitions
 from wado_pipeline_tests.support import (
     consume_all,
@@ -151,11 +151,21 @@ def test_the_sensor_hands_a_run_without_range_what_is_pending_and_skips_it(
             )
             for _ in range(2)
         )
+        # and a re-execution of an earlier one, which replays its parent's ranges
+        again = instance.add_run(
+            DagsterRun(
+                job_name=JOB_NAME,
+                run_id=make_new_run_id(),
+                run_config={},
+                tags={PARENT_RUN_ID_TAG: make_new_run_id()},
+            )
+        )
         assigning = tick(settings, instance)
         assert not assigning.run_requests
-        tags = [instance.get_run_by_id(r.run_id).tags for r in (first, second)]
+        tags = [instance.get_run_by_id(r.run_id).tags for r in (first, second, again)]
         # the older run takes what is pending; the newer one what is left (nothing)
-        assert [t[PENDING_TAG] for t in tags] == ["0:0-120", ""]
+        assert [t[PENDING_TAG] for t in tags[:2]] == ["0:0-120", ""]
+        assert PENDING_TAG not in tags[2]
         produce(encode(synthetic_messages(storage_root, 60, seed="later")), partition=0)
         got = ranges(tick(settings, instance))
         assert got and got[0][:2] == (0, 120)  # the sensor starts after the claimed range
