@@ -4,15 +4,13 @@ stays behind."""
 
 import dataclasses
 import time
-import uuid
 
 import pytest
 from dagster import AssetKey, DagsterInstance
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
 from wado_pipeline.core.planning import OffsetRange
-from wado_pipeline.core.run_contract import JOB_NAME, RETENTION_JOB, run_config_for, tags_for
+from wado_pipeline.core.run_contract import JOB_NAME, RETENTION_JOB, run_config_for
 from wado_pipeline.definitions import build_definitions
 from wado_pipeline.resources.doris import MariaDBResource
 from wado_pipeline.resources.ingest_settings import IngestSettings
@@ -103,64 +101,6 @@ def test_retention_keeps_latest_results_and_unresolved_failures(
         assert latest is not None and latest.run_id == g.run_id
         # the first pruning run is gone too; the second was in flight while it pruned
         assert len([r for r in instance.get_runs() if r.job_name == RETENTION_JOB]) == 1
-
-
-SITE_SCALE_RUNS = 10_000
-
-
-def _insert_finished_runs(instance: DagsterInstance, n: int) -> set[str]:
-    """``n`` finished ingest runs, each with the tags a batch run carries, through the
-    instance's own storage API."""
-    from dagster import DagsterRun, DagsterRunStatus
-
-    ids = set()
-    for i in range(n):
-        range_ = OffsetRange("storage_queue", i % 4, i * 50, i * 50 + 50)
-        run = DagsterRun(
-            job_name=JOB_NAME,
-            run_id=str(uuid.uuid4()),
-            tags=tags_for(range_),
-            run_config=run_config_for(range_),
-            status=DagsterRunStatus.SUCCESS,
-        )
-        instance.add_run(run)
-        ids.add(run.run_id)
-    return ids
-
-
-def test_retention_of_ten_thousand_runs_on_postgres_storage(dagster_home, monkeypatch, capsys):
-    """A site's backlog of finished runs past the window: one tick deletes up to its bound
-    and says it did not finish; ticks at that bound then delete all, and the last says it
-    finished. The bound must keep up with 2,000 runs an hour at the default interval."""
-    from wado_pipeline.resources.dagster_instance.dagster_pruning import prune
-    from wado_pipeline.settings import Settings
-
-    home, storage_url = dagster_home
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
-    defaults = Settings()
-    per_hour = 60 / defaults.retention_interval_minutes
-    with DagsterInstance.from_config(str(home)) as instance:
-        pool_dagster_storage(instance)  # as the prune_dagster_storage run does
-        made = _insert_finished_runs(instance, SITE_SCALE_RUNS)
-        assert _rows_of(storage_url, made)["runs"] == SITE_SCALE_RUNS
-        first = prune(instance, -3600.0, "storage_queue", lambda parts: {})
-        assert 0 < first.deleted < SITE_SCALE_RUNS and not first.complete
-        # a tick's budget: its run bound, or its time bound if that came first
-        assert first.deleted == 2000 or first.seconds >= 60.0
-        # the default interval deletes what 2,000 runs an hour make
-        assert first.deleted * per_hour >= 2000
-        reports = [first]
-        while not reports[-1].complete:
-            reports.append(prune(instance, -3600.0, "storage_queue", lambda parts: {}))
-            assert reports[-1].deleted > 0 or reports[-1].complete
-        assert sum(r.deleted for r in reports) == SITE_SCALE_RUNS
-        assert _rows_of(storage_url, made) == dict.fromkeys(PER_RUN, 0)
-        with capsys.disabled():  # shown in every run
-            print(
-                f"\n[retention] {SITE_SCALE_RUNS} runs on PostgreSQL storage: "
-                f"{len(reports)} ticks, first deleted {first.deleted} in {first.seconds:.1f} s, "
-                f"{SITE_SCALE_RUNS / sum(r.seconds for r in reports):.1f} runs/s"
-            )
 
 
 def test_the_pruning_run_commits_every_partition_progress_again(
