@@ -34,8 +34,9 @@ def _await_group_member(bootstrap: str, group: str, timeout: float = 60.0) -> No
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            (described,) = admin.describe_consumer_groups([group])
-            if described.state == "Stable" and described.members:
+            described = admin.describe_groups([group]).get(group, {})
+            state = described.get("group_state") or described.get("state")
+            if state == "Stable" and described.get("members"):
                 return
             time.sleep(0.5)
     finally:
