@@ -91,11 +91,11 @@ def dagster_home(directory: Path, postgres_url: str) -> Iterator[tuple[Path, str
     try:
         yield home, url
     finally:
-        _drop_database(admin, db)
+        drop_database(admin, db)
         admin.dispose()
 
 
-def _drop_database(admin, db: str, timeout: float = 120.0) -> None:
+def drop_database(admin, db: str, timeout: float = 120.0) -> None:
     """Drop ``db``, ending its sessions. An autovacuum worker (a superuser's session,
     which the pipeline's role may not end) can be cleaning it after a mass deletion:
     then wait for it to finish and try again."""

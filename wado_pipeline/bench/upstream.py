@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from wado_pipeline.bench.sandbox import PROJECT
+from wado_pipeline.bench.sandbox import PROJECT, drop_database
 from wado_pipeline.settings import Settings
 
 SITE_PG_DDL = PROJECT / "wado_pipeline_tests" / "fixtures" / "site_pg.sql"
@@ -118,16 +117,7 @@ def site_database(postgres_url: str, ddl: Path = SITE_PG_DDL) -> Iterator[str]:
     try:
         yield url
     finally:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        drop_database(admin, name)
         admin.dispose()
 
 
