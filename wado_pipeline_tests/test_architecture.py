@@ -18,12 +18,13 @@ ALLOWED = {
     "resources": {"core"},
     "instance": set(),  # plug-ins of the Dagster instance (dagster.yaml), not of the code
     "sensors": {"core", "resources"},
-    "assets": {"core", "resources"},
+    # The runs' pooled connection to Dagster's storage is the instance plug-ins' own.
+    "assets": {"core", "resources", "instance"},
     "definitions": {"core", "resources", "sensors", "assets"},
     # The CLI and the benchmarks build resources (resources.configured), never every
     # definition: importing ``definitions`` builds them all.
     "cli": {"core", "resources", "sensors", "assets"},
-    "bench": {"core", "resources", "sensors", "assets"},
+    "bench": {"core", "resources", "sensors", "assets", "instance"},
 }
 # Leaves every layer but the core may import.
 LEAVES = {"settings", "dagster_internals"}

@@ -32,7 +32,7 @@ from dagster import (
 from wado_pipeline.assets import batch_steps
 from wado_pipeline.assets.batch_steps import Batch
 from wado_pipeline.assets.config_fields import optional
-from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
+from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.assets.keys import topic_key
 from wado_pipeline.assets.metadata import batch_metadata, table_metadata
 from wado_pipeline.core import schema as S

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 
-from wado_pipeline.assets.dagster_storage_pool import pool_dagster_storage
+from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.bench.sandbox import dagster_home
 from wado_pipeline.core.run_contract import JOB_NAME
 from wado_pipeline.dagster_internals import EngineEventData, EventLogEntry

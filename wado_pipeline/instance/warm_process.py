@@ -51,10 +51,13 @@ def _run_worker(request: dict) -> int:
         capture_interrupts,
         deserialize_value,
     )
+    from wado_pipeline.instance.storage_pool import pool_dagster_storage
 
     with capture_interrupts():
         ref = deserialize_value(request["instance_ref"], InstanceRef)
         with DagsterInstance.from_ref(ref) as instance:
+            # One connection to the storage for the whole run, from its first event.
+            pool_dagster_storage(instance)
             return _execute_run_command_body(
                 request["run_id"], instance, lambda _event: None, set_exit_code_on_failure=False
             )
