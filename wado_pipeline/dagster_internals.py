@@ -23,6 +23,7 @@ from dagster._core.scheduler.instigation import TickStatus  # noqa: F401
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable  # noqa: F401
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG  # noqa: F401
 from dagster._core.utils import make_new_run_id  # noqa: F401
+from dagster._daemon import sensor as sensor_daemon_module  # noqa: F401
 from dagster._serdes import (  # noqa: F401
     ConfigurableClassData,
     deserialize_value,
@@ -46,6 +47,9 @@ WHY = {
     "DagsterLaunchFailedError": "launcher: a launch that failed",
     "ConfigurableClassData": "launcher: its dagster.yaml config",
     "serialize_value": "launcher: the request sent to the warm process",
+    # instance/coordinator.py: the sensor daemon's loop period, a module constant
+    # (MIN_INTERVAL_LOOP_TIME, 5 s) read at every loop, with no setting of its own
+    "sensor_daemon_module": "coordinator: the sensor daemon's loop period",
     # resources/retention.py: what Dagster's delete_run leaves behind, and tick purging
     "AssetCheckExecutionsTable": "retention: check results delete_run leaves",
     "TickStatus": "retention: which ticks are purged",

@@ -16,7 +16,9 @@ PACKAGE = ROOT / "wado_pipeline"
 ALLOWED = {
     "core": set(),
     "resources": {"core"},
-    "instance": set(),  # plug-ins of the Dagster instance (dagster.yaml), not of the code
+    # Plug-ins of the Dagster instance (dagster.yaml), not of the code location; the
+    # daemon's coordinator reads the run contract (the sensor's tick).
+    "instance": {"core"},
     "sensors": {"core", "resources"},
     # The runs' pooled connection to Dagster's storage is the instance plug-ins' own.
     "assets": {"core", "resources", "instance"},

@@ -32,7 +32,6 @@ from dagster import (
 from wado_pipeline.assets import batch_steps
 from wado_pipeline.assets.batch_steps import Batch
 from wado_pipeline.assets.config_fields import optional
-from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.assets.keys import topic_key
 from wado_pipeline.assets.metadata import batch_metadata, table_metadata
 from wado_pipeline.core import schema as S
@@ -46,6 +45,7 @@ from wado_pipeline.core.run_contract import (
     ranges_from_pending_tag,
 )
 from wado_pipeline.dagster_internals import PARENT_RUN_ID_TAG
+from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.resources.dagster_instance.dagster_runs import (
     claimed_ranges,
     launched_without_range,

@@ -9,8 +9,8 @@ in ``resources.dagster_instance.dagster_pruning``.
 from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
 
 from wado_pipeline.assets import batch_steps
-from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.core.run_contract import RETENTION_JOB, UPKEEP_JOB_TAGS
+from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.resources.dagster_instance import dagster_pruning
 from wado_pipeline.resources.ingest_settings import IngestSettings
 from wado_pipeline.resources.kafka import KafkaResource

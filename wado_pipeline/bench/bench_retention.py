@@ -17,10 +17,10 @@ from pathlib import Path
 
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 
-from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.bench.sandbox import dagster_home
 from wado_pipeline.core.run_contract import JOB_NAME
 from wado_pipeline.dagster_internals import EngineEventData, EventLogEntry
+from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.resources.dagster_instance.dagster_pruning import prune
 from wado_pipeline.settings import Settings
 

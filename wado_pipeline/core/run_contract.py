@@ -16,10 +16,15 @@ from wado_pipeline.core.planning import OffsetRange
 
 JOB_NAME = "ingest_job"
 SENSOR_NAME = "storage_topic_sensor"
-# Dagster's sensor daemon evaluates sensors in a loop of 5 s (MIN_INTERVAL_LOOP_TIME):
-# the sensor ticks at most that often, and its minimum interval is set just below it,
-# since an interval equal to the loop aliases into 10 s gaps.
-SENSOR_TICK_SECONDS = 5
+# The sensor's ticks. Dagster's sensor daemon loops every 5 s (MIN_INTERVAL_LOOP_TIME),
+# which alone made half of a message's latency (2.5 s on average); the daemon's run
+# coordinator (instance/coordinator.py) sets its loop to SENSOR_LOOP_SECONDS. A sensor's
+# minimum interval is whole seconds (0 means Dagster's default, 30 s), and a loop equal
+# to it would alias into gaps of two loops, so the sensor ticks at the first loop at
+# least SENSOR_MIN_INTERVAL_SECONDS after its last tick: every 1 to 1.5 s.
+SENSOR_LOOP_SECONDS = 0.5
+SENSOR_MIN_INTERVAL_SECONDS = 1
+SENSOR_TICK_SECONDS = SENSOR_MIN_INTERVAL_SECONDS + SENSOR_LOOP_SECONDS  # the longest gap
 GRAPH_NAME = "ingest_batch"  # the graph-backed multi-asset of one batch
 READ_OP = "read_batch"  # the op whose config is the offset range
 

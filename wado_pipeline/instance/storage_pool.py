@@ -44,5 +44,7 @@ def pool_dagster_storage(instance, *, max_overflow: int = 2) -> None:
     if not engines or any(e is None or type(e.pool).__name__ != "NullPool" for e in engines):
         return
     instance.optimize_for_webserver(
-        statement_timeout=STATEMENT_TIMEOUT_MS, pool_recycle=POOL_RECYCLE_S, max_overflow=max_overflow
+        statement_timeout=STATEMENT_TIMEOUT_MS,
+        pool_recycle=POOL_RECYCLE_S,
+        max_overflow=max_overflow,
     )

@@ -57,8 +57,8 @@ from wado_pipeline.core.run_contract import (
     REBUILD_PLAN_TAG,
     REBUILD_TAG,
     RELAUNCH_TAG,
+    SENSOR_MIN_INTERVAL_SECONDS,
     SENSOR_NAME,
-    SENSOR_TICK_SECONDS,
     SINK_TAG,
     UNPROCESSED_CHECK,
     partition_tag,
@@ -170,7 +170,6 @@ class Tick:
     requests: list[RunRequest] = field(default_factory=list)
     events: list = field(default_factory=list)
     inflight: dict[int, int] = field(default_factory=dict)
-    waiting: dict[int, int] = field(default_factory=dict)
 
     @property
     def topic(self) -> str:
@@ -294,7 +293,6 @@ def relaunch_holes(tick: Tick) -> list[LostRange]:
             if r.tags.get(PARTITION_TAG) == partition_tag(tick.topic, p)
         ]
         tick.inflight[p] = len(mine)
-        tick.waiting[p] = sum(1 for r in mine if r.status in NOT_STARTED)
         done = state.progress_of(tick.progress.get(p), o.beginning)
         expired.extend(LostRange(p, s, e) for s, e in expired_holes(state, done, o.beginning))
         covered = [rng for rng in (range_from_tags(r.tags) for r in mine) if rng is not None]
@@ -318,7 +316,6 @@ def plan_new_batches(tick: Tick, keys_of) -> list[LostRange]:
         tick.now_ms,
         tick.ingest.policy,
         tick.inflight,
-        tick.waiting,
     )
     tick.requests.extend(run_request_for(r) for r in plan.ranges)
     cap = tick.ingest.max_batch_messages
@@ -393,7 +390,7 @@ def build_kafka_sensor(job: JobDefinition, storage_asset_key: AssetKey, keys_of)
     @sensor(
         name=SENSOR_NAME,
         job=job,
-        minimum_interval_seconds=SENSOR_TICK_SECONDS - 1,
+        minimum_interval_seconds=SENSOR_MIN_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         description=__doc__,
     )

@@ -173,46 +173,46 @@ def test_merge_ranges_joins_overlapping_and_adjacent_ranges_per_partition():
     assert merged == [r("t", 0, 0, 3), r("t", 0, 5, 9), r("t", 1, 0, 25), r("u", 1, 0, 4)]
 
 
-def test_a_partition_with_a_queued_run_waits_for_a_full_batch():
-    # a run of this partition waits in the queue: 1999 pending wait, 2100 make one full run
+def test_a_partition_with_a_run_in_flight_waits_for_a_full_batch():
+    # a run of this partition is queued or running: 1999 pending wait, 2100 make one full run
     c = cursor_at(0)
-    assert plan_batches(c, {0: (0, 1999)}, NOW, POLICY, {0: 1}, {0: 1}).ranges == []
-    (r,) = plan_batches(c, {0: (0, 2100)}, NOW, POLICY, {0: 1}, {0: 1}).ranges
+    assert plan_batches(c, {0: (0, 1999)}, NOW, POLICY, {0: 1}).ranges == []
+    (r,) = plan_batches(c, {0: (0, 2100)}, NOW, POLICY, {0: 1}).ranges
     assert (r.start, r.end) == (0, 2000)
-    # once the queued run has started, the rest goes
-    (r,) = plan_batches(c, {0: (0, 2100)}, NOW, POLICY, {0: 2}, {0: 0}).ranges
+    # behind that full run the rest waits; once the partition's runs have ended, it goes
+    assert plan_batches(c, {0: (0, 2100)}, NOW, POLICY, {0: 2}).ranges == []
+    (r,) = plan_batches(c, {0: (0, 2100)}, NOW, POLICY, {0: 0}).ranges
     assert (r.start, r.end) == (2000, 2100)
 
 
-def test_a_running_run_does_not_hold_the_next_batch():
+def test_a_running_run_holds_a_batch_that_is_not_full():
     c = cursor_at(0)
-    (r,) = plan_batches(c, {0: (0, 50)}, NOW, POLICY, {0: 1}, {0: 0}).ranges
+    assert plan_batches(c, {0: (0, 50)}, NOW, POLICY, {0: 1}).ranges == []
+    (r,) = plan_batches(c, {0: (0, 50)}, NOW, POLICY, {0: 0}).ranges
     assert (r.start, r.end) == (0, 50)
 
 
-def test_an_aged_remainder_waits_for_a_queued_run_to_start_then_leaves():
+def test_an_aged_remainder_waits_for_the_run_in_flight_to_end_then_leaves():
     c = cursor_at(0, oldest_ts=NOW - 5000, ts_offset=0)
-    assert plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}, {0: 1}).ranges == []
-    (r,) = plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}, {0: 0}).ranges
+    assert plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 1}).ranges == []
+    (r,) = plan_batches(c, {0: (0, 30)}, NOW, POLICY, {0: 0}).ranges
     assert (r.start, r.end) == (0, 30)
 
 
 def test_steady_heavy_traffic_makes_fewer_larger_runs():
-    """167 messages per tick (100 msg/s over three partitions), each run waiting in the
-    queue for one tick and running the next: one run per two ticks after the first, of
-    two ticks' arrivals (not a run every tick waiting behind the last)."""
+    """167 messages per tick, each run in flight (queued, then running) for the two
+    ticks after its request: one run every three ticks after the first, of three ticks'
+    arrivals (not a run every tick, queued behind the last with a fixed small range)."""
     c = cursor_at(0)
-    end, queued, sizes = 0, [], []
+    end, in_flight, sizes = 0, [], []
     for _ in range(30):
         end += 167
-        # a run waits in the queue at the next tick, runs at the one after, then is done
-        queued = [(r, age + 1) for r, age in queued if age + 1 < 3]
-        waiting = sum(1 for _, age in queued if age == 1)
-        plan = plan_batches(c, {0: (0, end)}, NOW, POLICY, {0: len(queued)}, {0: waiting})
-        queued += [(r, 0) for r in plan.ranges]
+        in_flight = [age + 1 for age in in_flight if age + 1 < 3]
+        plan = plan_batches(c, {0: (0, end)}, NOW, POLICY, {0: len(in_flight)})
+        in_flight += [0 for _ in plan.ranges]
         sizes += [r.size for r in plan.ranges]
-    assert sizes == [167] + [334] * 14
-    assert end - sum(sizes) == 167  # the last tick's arrivals, behind a queued run
+    assert sizes == [167] + [3 * 167] * 9
+    assert end - sum(sizes) == 2 * 167  # the last two ticks' arrivals, behind a run
 
 
 def test_a_tick_requests_the_partitions_round_robin():

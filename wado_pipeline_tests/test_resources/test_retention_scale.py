@@ -8,9 +8,9 @@ import uuid
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, instance_for_test
 
-from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.run_contract import JOB_NAME, run_config_for, tags_for
+from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline.resources.dagster_instance.dagster_pruning import prune
 from wado_pipeline_tests.test_system.test_retention import PER_RUN, _rows_of
 

@@ -1,6 +1,8 @@
 """The real deployment: dagster-daemon with the sensor, queued runs, dagster-postgres
 storage. Messages are produced and rows arrive without anything called by hand."""
 
+import itertools
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -9,7 +11,13 @@ from dagster import DagsterInstance, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.bench.sandbox import dagster_process
-from wado_pipeline.core.run_contract import JOB_NAME, PARTITION_TAG, RANGE_TAG
+from wado_pipeline.core.run_contract import (
+    JOB_NAME,
+    PARTITION_TAG,
+    RANGE_TAG,
+    SENSOR_MIN_INTERVAL_SECONDS,
+    SENSOR_TICK_SECONDS,
+)
 from wado_pipeline_tests.support import (
     await_exit_of_processes_mentioning,
     encode,
@@ -19,6 +27,19 @@ from wado_pipeline_tests.support import (
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+
+def _sensor_tick_gaps(storage_url: str) -> list[float]:
+    engine = create_engine(storage_url)
+    try:
+        with engine.connect() as conn:
+            stamps = conn.execute(
+                text("SELECT timestamp FROM job_ticks WHERE type = 'SENSOR' ORDER BY timestamp")
+            ).scalars()
+            stamps = [t.timestamp() for t in stamps]
+    finally:
+        engine.dispose()
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def test_daemon_ingests_without_manual_steps(
@@ -69,6 +90,12 @@ def test_daemon_ingests_without_manual_steps(
                 assert covered == list(range(len(covered))), part  # each offset once
             assert sum(len(v) for v in by_partition.values()) == len(runs)
             assert sum(e - s for v in by_partition.values() for s, e in v) == 1000
+            # The sensor ticked at the coordinator's loop, not Dagster's 5 s: gaps of
+            # SENSOR_MIN_INTERVAL_SECONDS to SENSOR_TICK_SECONDS, never under the former.
+            gaps = _sensor_tick_gaps(storage_url)
+            assert len(gaps) >= 5
+            assert min(gaps) >= SENSOR_MIN_INTERVAL_SECONDS - 0.05
+            assert statistics.median(gaps) <= SENSOR_TICK_SECONDS + 0.5, gaps
         finally:
             instance.dispose()
     # Code servers and run workers must end too: a run process that kept its header-
