@@ -34,6 +34,17 @@ class PooledQueuedRunCoordinator(QueuedRunCoordinator):
     for the queue's loop; the loop waits in steps of 0.5 s, which is the shortest period
     that means something (dagster.yaml sets it)."""
 
+    @property
+    def dequeue_interval_seconds(self) -> float:
+        """Read by the daemon alone, as it sets up its queue loop (the webserver never
+        does): the moment to start its launcher's warm process, so the first run does
+        not wait for its imports."""
+        prestart = getattr(self._instance.run_launcher, "prestart", None)
+        if prestart is not None and not self._prestarted:
+            self._prestarted = True
+            prestart()
+        return self._dequeue_interval_seconds
+
     @classmethod
     def config_type(cls) -> dict:
         fields = dict(super().config_type())
@@ -52,6 +63,8 @@ class PooledQueuedRunCoordinator(QueuedRunCoordinator):
         if interval is not None:
             coordinator._dequeue_interval_seconds = float(interval)  # (read by the daemon)
         return coordinator
+
+    _prestarted = False
 
     def register_instance(self, instance) -> None:
         super().register_instance(instance)

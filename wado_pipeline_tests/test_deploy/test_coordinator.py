@@ -11,6 +11,7 @@ from dagster import DagsterInstance
 from wado_pipeline.core.run_contract import SENSOR_LOOP_SECONDS, SENSOR_TICK_SECONDS
 from wado_pipeline.dagster_internals import sensor_daemon_module
 from wado_pipeline.instance.coordinator import PooledQueuedRunCoordinator
+from wado_pipeline_tests.support import wait_until
 
 
 @pytest.fixture
@@ -41,6 +42,10 @@ def test_the_daemons_instance_is_tuned_by_its_coordinator(
         coordinator = instance.run_coordinator  # what the daemon reads before its loops
         assert isinstance(coordinator, PooledQueuedRunCoordinator)
         assert coordinator.dequeue_interval_seconds == 0.5  # from dagster.yaml, not rounded
+        # reading it (the daemon does, setting up its queue) starts the warm process
+        launcher = instance.run_launcher
+        proc = wait_until(lambda: launcher._proc, 60, "the warm process to start", 0.2)
+        assert proc.poll() is None
         assert sensor_daemon_module.MIN_INTERVAL_LOOP_TIME == SENSOR_LOOP_SECONDS
         engines = [instance.run_storage._engine, instance.event_log_storage._engine]
         assert {type(e.pool).__name__ for e in engines} == {"QueuePool"}
@@ -48,4 +53,6 @@ def test_the_daemons_instance_is_tuned_by_its_coordinator(
         assert instance.get_runs_count() == 0
         assert instance.get_runs_count() == 0
         assert engines[0].pool.checkedin() == 1
+        proc = launcher._proc
+    assert proc.wait(timeout=30) == 0  # the instance's dispose ended it
     assert SENSOR_TICK_SECONDS < 5
