@@ -18,13 +18,19 @@ limits and run monitoring work as before. What differs:
   worker is named by the ``wado/run_worker`` tag (host, pid, start time).
 - Runs of an origin this process cannot run (another interpreter, no Python origin) go
   to the default launcher, as does everything if the zygote cannot be started.
-- The zygote preloads third-party modules only: upgrading one needs a daemon restart
-  (as it would for the code server); the code location's own code is imported per run.
+- The zygote preloads the third-party modules, and the code location's own modules
+  (``code_location_modules``: ~0.3 s of CPU per run otherwise). Upgrading a library
+  needs a daemon restart (as it would for the code server). A changed code location
+  does not: before each launch the launcher compares the code location's source files
+  (path, size, modification time) with those the zygote imported, and replaces the
+  zygote when they differ, so a reloaded code location runs its new code.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -34,6 +40,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from dagster import DagsterRun, Field
@@ -57,6 +64,22 @@ READY_TIMEOUT_S = 120.0
 FORK_TIMEOUT_S = 30.0
 
 
+def source_fingerprint(modules: Sequence[str]) -> str:
+    """Path, size and modification time of every Python source file of the packages of
+    ``modules`` (found without importing them): ~1 ms for this project's ~90 files."""
+    entries = []
+    for name in modules:
+        spec = importlib.util.find_spec(name.split(".")[0])
+        if spec is None:
+            continue
+        roots = list(spec.submodule_search_locations or []) or [os.path.dirname(spec.origin)]
+        for root in roots:
+            for path in sorted(Path(root).rglob("*.py")):
+                st = path.stat()
+                entries.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
 class WarmProcessRunLauncher(DefaultRunLauncher):
     """Forks each run's worker from a process that has already imported the libraries."""
 
@@ -64,9 +87,12 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
         self,
         inst_data: ConfigurableClassData | None = None,
         preload_modules: Sequence[str] = (),
+        code_location_modules: Sequence[str] = (),
     ):
         super().__init__(inst_data=inst_data)
         self._preload = list(preload_modules)
+        self._code = list(code_location_modules)
+        self._code_fingerprint: str | None = None  # of the code the zygote imported
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._stream: Any = None
@@ -80,14 +106,25 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
                 is_required=False,
                 default_value=["dagster"],
                 description="Modules the warm process imports once, for every run to share.",
-            )
+            ),
+            "code_location_modules": Field(
+                [str],
+                is_required=False,
+                default_value=[],
+                description="The code location's own modules, imported by the warm process "
+                "too; it is replaced when a source file of their packages changes.",
+            ),
         }
 
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> WarmProcessRunLauncher:
-        return cls(inst_data=inst_data, preload_modules=config_value.get("preload_modules", []))
+        return cls(
+            inst_data=inst_data,
+            preload_modules=config_value.get("preload_modules", []),
+            code_location_modules=config_value.get("code_location_modules", []),
+        )
 
     # -- launching ----------------------------------------------------------------------
 
@@ -153,8 +190,14 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
             return None
 
     def _zygote(self) -> Any:
-        """The warm process's socket, started (and waited for) on first use."""
-        if self._proc is not None and self._proc.poll() is None:
+        """The warm process's socket, started (and waited for) on first use, and again
+        when the code location's sources changed since it imported them."""
+        fingerprint = source_fingerprint(self._code)
+        if (
+            self._proc is not None
+            and self._proc.poll() is None
+            and fingerprint == self._code_fingerprint
+        ):
             return self._stream
         self._stop_zygote()
         ours, theirs = socket.socketpair()
@@ -167,7 +210,7 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
                     "--fd",
                     str(theirs.fileno()),
                     "--preload",
-                    ",".join(self._preload),
+                    ",".join([*self._preload, *self._code]),
                     "--home",
                     os.environ.get("DAGSTER_HOME", ""),
                 ],
@@ -194,6 +237,7 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
             log.warning("warm run process could not preload %s", ready["not_preloaded"])
         ours.settimeout(FORK_TIMEOUT_S)
         self._proc, self._stream, self._sock = proc, stream, ours
+        self._code_fingerprint = fingerprint
         return stream
 
     def _stop_zygote(self) -> None:

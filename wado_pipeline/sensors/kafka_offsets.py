@@ -1,7 +1,8 @@
 """The Kafka offset sensor: storage-topic offsets in, one run per micro-batch out.
 
-Every 1 to 1.5 s (``SENSOR_TICK_SECONDS``) it reads each partition's beginning and end offsets and the consumer group's
-progress (never message content, apart from one timestamp for the age trigger), plans
+Every 1 to 1.5 s (``SENSOR_TICK_SECONDS``) it reads each partition's beginning and end
+offsets and the consumer group's progress (never message content, apart from one
+timestamp for the age trigger), plans
 batches with ``core.planning`` and requests one run per offset range. The cursor holds
 the next offset per partition; it is saved with the tick, so a failed tick advances
 nothing. The group's offsets are committed by the runs, after writing.

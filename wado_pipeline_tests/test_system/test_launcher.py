@@ -178,7 +178,37 @@ def test_the_warm_process_preloads_what_a_run_worker_imports():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    assert "wado_pipeline" not in " ".join(preload)  # the code location stays fresh per run
+    assert "wado_pipeline" not in " ".join(preload)  # the code location has its own list
+    assert config["run_launcher"]["config"]["code_location_modules"] == [
+        yaml.safe_load((Path(__file__).parents[2] / "workspace.yaml").read_text())["load_from"][0][
+            "python_module"
+        ]["module_name"]
+    ]
+
+
+def test_a_changed_code_location_replaces_the_warm_process(tmp_path, monkeypatch):
+    """The warm process imports the code location once; a source file that changed
+    since (a reload) makes the next launch start a new one, so runs run the new code."""
+    pkg = tmp_path / "fingerprinted_location"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the warm process
+    launcher = WarmProcessRunLauncher(
+        preload_modules=[], code_location_modules=["fingerprinted_location"]
+    )
+    try:
+        launcher._zygote()
+        first = launcher._proc
+        launcher._zygote()
+        assert launcher._proc is first  # nothing changed: the same process
+        (pkg / "__init__.py").write_text("VERSION = 22\n")
+        reply = launcher._fork(BOGUS)
+        assert reply is not None and reply["pid"] > 0
+        assert launcher._proc is not first and launcher._proc.poll() is None
+        assert first.wait(timeout=30) == 0  # the old one ended by itself
+    finally:
+        launcher.dispose()
 
 
 BOGUS = {"run_id": "no-such-run", "instance_ref": "{}"}  # a worker that exits at once
