@@ -70,8 +70,8 @@ def _fork_run(request: dict, channel: int) -> int:
     # The child: the run worker. It must not keep the zygote's socket (the daemon would
     # not see the zygote end), and gets back default signal handling: the zygote ignores
     # SIGINT (a Ctrl-C of `dagster dev` reaches the whole process group; the zygote ends
-    # with its socket instead) and auto-reaps its children, which would break a run's own
-    # process pool.
+    # with its socket instead) and waits for its children in a SIGCHLD handler, which
+    # would take a run's own pool processes from it.
     code = 1
     try:
         os.close(channel)  # the zygote's socket (its objects are never used here again)
@@ -110,6 +110,20 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
         stream.write(json.dumps(reply).encode() + b"\n")
 
 
+def _reap_children(_signum, _frame) -> None:
+    """Wait for every ended run worker. Waited for (not left to the kernel, as with
+    SIGCHLD ignored), a worker's CPU time is added to this process's children's time,
+    so the deployment's CPU per message can be read from its processes
+    (``bench``); a worker's own pool processes are waited for by the worker."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True)
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--home", default="", help="DAGSTER_HOME, for `ps` only")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    signal.signal(signal.SIGCHLD, _reap_children)
     sock = socket.socket(fileno=args.fd)
     serve(sock, [m for m in args.preload.split(",") if m])
 

@@ -228,6 +228,34 @@ def test_a_dead_warm_process_is_replaced_before_the_request():
         launcher.dispose()
 
 
+def _children_cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[13]) + int(fields[14])  # cutime + cstime: of children waited for
+
+
+def test_an_ended_workers_cpu_time_is_counted_in_the_warm_process():
+    """The warm process waits for its workers, so their CPU time adds up in its own
+    children's time (how bench counts the deployment's CPU); none is left a zombie."""
+    launcher = WarmProcessRunLauncher(preload_modules=[])  # the worker imports Dagster
+    try:
+        launcher._zygote()
+        zygote = launcher._proc.pid
+        before = _children_cpu_ticks(zygote)
+        reply = launcher._fork(BOGUS)
+        wait_until(
+            lambda: (
+                process_start_ticks(reply["pid"]) is None
+                and not Path(f"/proc/{reply['pid']}").exists()
+            ),
+            60,
+            "the worker to end and be waited for",
+            0.1,
+        )
+        assert _children_cpu_ticks(zygote) > before
+    finally:
+        launcher.dispose()
+
+
 def test_a_request_without_an_answer_is_not_sent_again():
     """A warm process that read the request but does not answer (stopped here) may
     have forked the worker: the launch fails rather than start a second one."""
