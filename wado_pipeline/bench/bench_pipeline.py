@@ -392,6 +392,7 @@ def steady(rates: list[float], seconds: float) -> dict:
                 before = storage_profile(storage)
                 where: dict[tuple[int, int], str] = {}
                 watcher = RowWatcher(s).start()  # watching from before the first send
+                window_from = session_cpu_seconds(session)
                 sent = produce(s, messages, rate=rate, where=where)
                 watcher.wait_for(set(sent), timeout=120)
                 seen = watcher.stop()
@@ -403,8 +404,11 @@ def steady(rates: list[float], seconds: float) -> dict:
                 requested = [(r["partition"], r["end"], r["requested"]) for r in runs]
                 stats.update(end_of_window(sent, where, seen["pg"], requested))
                 stats["timeline"] = run_timeline(runs, min(sent.values()))
-                stats["cpu_s"] = round(session_cpu_seconds(session), 2)
-                stats["cpu_s_per_1000_messages"] = round(stats["cpu_s"] / n * 1000, 2)
+                cpu = session_cpu_seconds(session)
+                stats["cpu_s"] = round(cpu, 2)
+                stats["cpu_s_per_1000_messages"] = round(cpu / n * 1000, 2)
+                # from the first send to the last run's end: start-up left out
+                stats["window_cpu_s_per_1000_messages"] = round((cpu - window_from) / n * 1000, 2)
             lat_pg = [seen["pg"][t] - sent[t] for t in seen["pg"]]
             lat_maria = [seen["maria"][t] - sent[t] for t in seen["maria"]]
             out["rates"][str(rate)] = {

@@ -72,13 +72,22 @@ class _UpstreamRun:
                 proc,
                 _log,
             ):
+                window_from = 0.0
                 if not before_start:
                     _await_group_member(s.kafka_bootstrap, s.consumer_group)
+                    window_from = cpu_seconds(proc.pid)
                     sent = produce(s, messages, rate=rate)
                 complete = watcher.wait_for(set(sent), timeout=max(120, len(messages) / 20))
                 cpu = cpu_seconds(proc.pid)
             seen = watcher.stop()["upstream"]
-        return {"sent": sent, "seen": seen, "started": started, "cpu_s": cpu, "all": complete}
+        return {
+            "sent": sent,
+            "seen": seen,
+            "started": started,
+            "cpu_s": cpu,
+            "window_cpu_s": cpu - window_from,
+            "all": complete,
+        }
 
 
 def steady_upstream(upstream_dir: Path, rates: list[float], seconds: float) -> dict:
@@ -99,6 +108,7 @@ def steady_upstream(upstream_dir: Path, rates: list[float], seconds: float) -> d
                 "p99_s": percentile(lat, 99) if lat else None,
                 "cpu_s": round(got["cpu_s"], 2),
                 "cpu_s_per_1000_messages": round(got["cpu_s"] / n * 1000, 2),
+                "window_cpu_s_per_1000_messages": round(got["window_cpu_s"] / n * 1000, 2),
             }
     return out
 
