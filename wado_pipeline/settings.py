@@ -226,7 +226,7 @@ class Settings:
     )
     max_batch_messages: int = _setting(
         "WADO_MAX_BATCH_MESSAGES",
-        2000,
+        4000,
         "cap of one run's batch: a due partition's pending messages go in one run up to it",
         run=True,
     )
@@ -238,9 +238,8 @@ class Settings:
     )
     parse_workers: int = _setting(
         "WADO_PARSE_WORKERS",
-        os.cpu_count() or 1,
-        "processes that parse headers of large batches",
-        shown="number of cores",
+        1,
+        "processes that parse headers of large batches (1: in the run's own process)",
         run=True,
     )
     freshness_warn_seconds: int = _setting(
