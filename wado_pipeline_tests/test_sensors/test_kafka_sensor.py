@@ -9,7 +9,7 @@ from dagster import instance_for_test
 from kafka import KafkaProducer
 from kafka.admin import NewPartitions
 
-from wado_pipeline.core.run_contract import PARTITION_TAG, RANGE_TAG
+from wado_pipeline.core.run_contract import PARTITION_TAG, RANGE_TAG, SENSOR_TICK_SECONDS
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline_tests.support import ranges, tick, wait_until
 
@@ -37,10 +37,20 @@ def test_49_messages_that_can_wait_make_no_run(settings):
         assert json.loads(result.cursor)["partitions"]["0"]["next"] == 0
 
 
-def test_49_fresh_messages_run_at_the_last_tick_before_their_wait_ends(settings, produce):
-    """The sensor ticks every 5 s and the wait is 5 s: a message that arrived since the
-    last tick would pass its wait before the next one, so it is requested now."""
+def test_49_fresh_messages_wait_for_a_later_tick(settings, produce):
+    """The next tick is at most SENSOR_TICK_SECONDS (1.5 s) away: messages that just
+    arrived can wait for it without passing their 5 s."""
     produce([b"{}"] * 49, partition=0)
+    with instance_for_test() as instance:
+        result = tick(settings, instance)
+    assert ranges(result) == []
+
+
+def test_49_messages_run_at_the_last_tick_before_their_wait_ends(settings):
+    """4 s old, with the wait at 5 s: they would pass it before the next tick (at most
+    SENSOR_TICK_SECONDS away), so they are requested now, not a tick late."""
+    assert settings.batch_wait_seconds - SENSOR_TICK_SECONDS < 4 < settings.batch_wait_seconds
+    produce_aged(settings, 49, partition=0, age_s=4)
     with instance_for_test() as instance:
         result = tick(settings, instance)
     assert ranges(result) == [(0, 0, 49)]
@@ -147,8 +157,8 @@ def test_new_partition_is_picked_up(settings, admin):
     assert ranges(result) == [(3, 0, 50)]
 
 
-def test_start_from_committed_group_offsets(settings, produce):
-    produce([b"{}"] * 120, partition=1)
+def test_start_from_committed_group_offsets(settings):
+    produce_aged(settings, 120, partition=1, age_s=4)
     KafkaResource(bootstrap=settings.kafka_bootstrap).commit_processed(
         settings.consumer_group, settings.storage_topic, 1, 0, 100
     )
