@@ -7,11 +7,12 @@ import uuid
 
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, instance_for_test
+from sqlalchemy import create_engine, text
 
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.core.run_contract import JOB_NAME, run_config_for, tags_for
 from wado_pipeline.instance.storage_pool import pool_dagster_storage
-from wado_pipeline.resources.dagster_instance.dagster_pruning import prune
+from wado_pipeline.resources.dagster_instance.dagster_pruning import VACUUMED_TABLES, prune
 from wado_pipeline_tests.test_system.test_retention import PER_RUN, _rows_of
 
 
@@ -69,6 +70,19 @@ def _insert_finished_runs(instance: DagsterInstance, n: int) -> set[str]:
     return ids
 
 
+def _vacuumed_tables(storage_url: str) -> set[str]:
+    engine = create_engine(storage_url)
+    try:
+        with engine.connect() as conn:
+            return set(
+                conn.execute(
+                    text("SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL")
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.stack
 def test_retention_of_ten_thousand_runs_on_postgres_storage(dagster_home, monkeypatch, capsys):
     """A site's backlog of finished runs past the window: one tick deletes up to its bound
@@ -96,6 +110,9 @@ def test_retention_of_ten_thousand_runs_on_postgres_storage(dagster_home, monkey
             assert reports[-1].deleted > 0 or reports[-1].complete
         assert sum(r.deleted for r in reports) == SITE_SCALE_RUNS
         assert _rows_of(storage_url, made) == dict.fromkeys(PER_RUN, 0)
+        # the tables it deleted from were vacuumed: their space is reused at once
+        vacuumed = _vacuumed_tables(storage_url)
+        assert set(VACUUMED_TABLES) <= vacuumed, vacuumed
         with capsys.disabled():  # shown in every run
             print(
                 f"\n[retention] {SITE_SCALE_RUNS} runs on PostgreSQL storage: "
