@@ -90,12 +90,14 @@ def test_daemon_ingests_without_manual_steps(
                 assert covered == list(range(len(covered))), part  # each offset once
             assert sum(len(v) for v in by_partition.values()) == len(runs)
             assert sum(e - s for v in by_partition.values() for s, e in v) == 1000
-            # The sensor ticked at the coordinator's loop, not Dagster's 5 s: gaps of
-            # SENSOR_MIN_INTERVAL_SECONDS to SENSOR_TICK_SECONDS, never under the former.
+            # The sensor ticked at the coordinator's loop, not Dagster's 5 s (whose gaps
+            # are never under 5 s), and never more often than its minimum interval. A
+            # tick that takes longer than the loop on a busy machine delays the next,
+            # so the gaps are bounded below only.
             gaps = _sensor_tick_gaps(storage_url)
-            assert len(gaps) >= 5
+            assert len(gaps) >= 2  # a fast drain is over in a few ticks
             assert min(gaps) >= SENSOR_MIN_INTERVAL_SECONDS - 0.05
-            assert statistics.median(gaps) <= SENSOR_TICK_SECONDS + 0.5, gaps
+            assert statistics.median(gaps) < 5 - SENSOR_TICK_SECONDS, gaps
         finally:
             instance.dispose()
     # Code servers and run workers must end too: a run process that kept its header-
