@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
 from wado_pipeline.resources.configured import build_resources
+from wado_pipeline.resources.dagster_instance.dagster_storage import create_dagster_storage
 from wado_pipeline.resources.kafka import KafkaResource
 from wado_pipeline.settings import Settings, topic_specs
 
@@ -75,9 +76,12 @@ def namespace(base: Settings, root: Path, prefix: str, **overrides) -> Iterator[
 
 
 @contextmanager
-def dagster_home(directory: Path, postgres_url: str) -> Iterator[tuple[Path, str]]:
-    """A DAGSTER_HOME with the project's dagster.yaml and its own storage database;
-    yields (home, storage URL)."""
+def dagster_home(
+    directory: Path, postgres_url: str, create_storage: bool = True
+) -> Iterator[tuple[Path, str]]:
+    """A DAGSTER_HOME with the project's dagster.yaml and its own storage database, whose
+    tables are made as `wado-pipeline init-db` makes them unless ``create_storage`` is
+    false; yields (home, storage URL)."""
     home = directory / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
@@ -88,6 +92,8 @@ def dagster_home(directory: Path, postgres_url: str) -> Iterator[tuple[Path, str
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{db}"'))
     url = base.set(drivername="postgresql+psycopg2", database=db).render_as_string(False)
+    if create_storage:
+        create_dagster_storage(url)
     try:
         yield home, url
     finally:

@@ -11,6 +11,7 @@ Exit codes: 0 success, 1 the command ran but found a problem, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,13 +84,35 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(sql_ddl(args.print_ddl))
         return EXIT_OK
-    from wado_pipeline.resources.configured import build_resources
+    return _create_tables(settings, args.only or list(INIT_PARTS))
 
+
+# What `init-db` makes, in this order: Dagster's storage (when DAGSTER_POSTGRES_URL names
+# it, as dagster.yaml reads it), the index tables, the analytics tables.
+INIT_PARTS = ("dagster", "postgres", "doris")
+
+
+def _create_tables(settings: Settings, parts: list[str]) -> int:
+    from sqlalchemy.engine import make_url
+
+    from wado_pipeline.resources.configured import build_resources
+    from wado_pipeline.resources.dagster_instance.dagster_storage import create_dagster_storage
+
+    if "dagster" in parts:
+        url = os.environ.get("DAGSTER_POSTGRES_URL")
+        if url:
+            made = create_dagster_storage(url)
+            database = make_url(url).database
+            print(f"Dagster storage {'created' if made else 'ready'} (database {database})")
+        else:
+            print("Dagster storage skipped: DAGSTER_POSTGRES_URL is not set")
     resources = build_resources(settings, env_secrets=False)
-    resources["postgres"].create_tables()
-    print(f"PostgreSQL tables ready (schema {settings.postgres_schema})")
-    resources["doris"].create_tables()
-    print(f"Doris tables ready (flavor {settings.doris_flavor})")
+    if "postgres" in parts:
+        resources["postgres"].create_tables()
+        print(f"PostgreSQL tables ready (schema {settings.postgres_schema})")
+    if "doris" in parts:
+        resources["doris"].create_tables()
+        print(f"Doris tables ready (flavor {settings.doris_flavor})")
     return EXIT_OK
 
 
@@ -269,6 +292,13 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _init_db_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=INIT_PARTS,
+        help="make only these: Dagster's storage (DAGSTER_POSTGRES_URL), the PostgreSQL "
+        "index tables, the Doris tables (default: all three)",
+    )
     p.add_argument("--print-ddl", choices=BACKENDS)
     p.add_argument(
         "--print-grants",

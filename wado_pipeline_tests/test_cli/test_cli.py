@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from dagster import instance_for_test
+from dagster import DagsterEventType, DagsterInstance, instance_for_test
+from sqlalchemy.exc import ProgrammingError
 
+from wado_pipeline.bench.sandbox import dagster_home as sandbox_dagster_home
 from wado_pipeline_tests.support import dump_tables, run_range
 
 pytestmark = pytest.mark.stack
@@ -71,6 +73,35 @@ def test_every_subcommand_has_help(settings):
 
 
 def test_init_db_creates_tables(settings):
-    out = cli(settings, "init-db").stdout
+    out = cli(settings, "init-db", "--only", "postgres", "doris").stdout
     assert "PostgreSQL tables ready" in out and "Doris tables ready" in out
+    assert "Dagster" not in out
     assert all(v == [] for v in dump_tables(settings).values())
+
+
+def test_init_db_makes_dagster_storage_which_instances_no_longer_make(
+    settings, tmp_path, monkeypatch
+):
+    """dagster.yaml leaves the storage's tables to init-db (should_autocreate_tables:
+    false): an instance opened on an empty database finds no runs table, and after
+    init-db, run twice, it works."""
+    with sandbox_dagster_home(tmp_path, settings.postgres_url, create_storage=False) as (
+        home,
+        url,
+    ):
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
+        with (
+            DagsterInstance.from_config(str(home)) as instance,
+            pytest.raises(ProgrammingError, match='relation "runs" does not exist'),
+        ):
+            instance.get_runs(limit=1)
+        first = cli(settings, "init-db", "--only", "dagster").stdout
+        again = cli(settings, "init-db", "--only", "dagster").stdout
+        with DagsterInstance.from_config(str(home)) as instance:
+            assert instance.get_runs(limit=1) == []
+            assert instance.get_ticks("any-origin", "any-selector") == []
+            changes = instance.fetch_run_status_changes(DagsterEventType.RUN_SUCCESS, limit=1)
+            assert changes.records == []
+    database = url.rsplit("/", 1)[1].split("?")[0]
+    assert first.strip() == f"Dagster storage created (database {database})"
+    assert again.strip() == f"Dagster storage ready (database {database})"

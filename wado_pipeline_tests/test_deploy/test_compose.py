@@ -2,11 +2,14 @@
 tests the file's structure and its agreement with the settings, not the containers."""
 
 import dataclasses
+import json
 import re
+import shlex
 from pathlib import Path
 
 import yaml
 
+from wado_pipeline.cli.main import build_parser
 from wado_pipeline.settings import Settings, topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +105,18 @@ def test_doris_gets_passwords_and_least_privilege_users_from_the_environment():
     assert "wado-pipeline init-db --print-grants wado_pipeline" in script
     url = c["services"]["pipeline"]["environment"]["WADO_DORIS_URL"]
     assert url.startswith("mysql+pymysql://wado_pipeline:${WADO_DORIS_PASSWORD:?")
+
+
+def test_the_pipeline_image_makes_its_storage_before_dagster_starts():
+    """dagster.yaml leaves Dagster's tables to init-db: the image's command makes them
+    (and the index tables, as their owner) and only then starts Dagster."""
+    line = next(x for x in (ROOT / "Dockerfile").read_text().splitlines() if x.startswith("CMD"))
+    shell, flag, script = json.loads(line.removeprefix("CMD "))
+    assert (shell, flag) == ("sh", "-c")
+    init, dev = script.split(" && ")
+    program, *args = shlex.split(init)
+    assert program == "wado-pipeline"
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "init-db" and sorted(parsed.only) == ["dagster", "postgres"]
+    assert shlex.split(dev)[:3] == ["exec", "dagster", "dev"]
+    assert "DAGSTER_POSTGRES_URL" in compose()["services"]["pipeline"]["environment"]
