@@ -22,7 +22,9 @@ from wado_pipeline.dagster_internals import sensor_daemon_module
 from wado_pipeline.instance.storage_pool import pool_dagster_storage
 
 # The daemon's threads (sensor ticks, queue, monitoring, schedules, backfills, …) may
-# each hold a connection at once; beyond the pooled one, these are opened and closed.
+# each hold a connection at once: this many stay open per storage, and beyond them up to
+# DAEMON_MAX_OVERFLOW more are opened and closed.
+DAEMON_POOL_SIZE = 4
 DAEMON_MAX_OVERFLOW = 10
 
 
@@ -68,7 +70,7 @@ class PooledQueuedRunCoordinator(QueuedRunCoordinator):
 
     def register_instance(self, instance) -> None:
         super().register_instance(instance)
-        pool_dagster_storage(instance, max_overflow=DAEMON_MAX_OVERFLOW)
+        pool_dagster_storage(instance, pool_size=DAEMON_POOL_SIZE, max_overflow=DAEMON_MAX_OVERFLOW)
         set_sensor_loop(SENSOR_LOOP_SECONDS)
 
 

@@ -24,27 +24,64 @@ STATEMENT_TIMEOUT_MS = 60_000
 POOL_RECYCLE_S = 3600
 
 
+def _storages(instance) -> list:
+    """The instance's run, event and schedule storage."""
+    storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+    return [s for s in storages if s is not None]
+
+
 def _engines(instance) -> list:
     """The SQLAlchemy engines of the instance's run, event and schedule storage.
 
     ``_engine`` is dagster-postgres's own attribute (checked against 0.29.27): the only
     way to tell whether a storage is pooled already. None for other storage."""
-    storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
-    return [getattr(s, "_engine", None) for s in storages if s is not None]
+    return [getattr(s, "_engine", None) for s in _storages(instance)]
 
 
-def pool_dagster_storage(instance, *, max_overflow: int = 2) -> None:
-    """Keep one pooled connection per storage of ``instance`` (plus ``max_overflow``
-    while threads overlap). Idempotent; an instance whose storage is already pooled (the
-    webserver's) or is not PostgreSQL is left as it is."""
+def pool_dagster_storage(instance, *, pool_size: int = 2, max_overflow: int = 2) -> None:
+    """Keep up to ``pool_size`` connections open per storage of ``instance`` (plus
+    ``max_overflow`` more, closed after use, while threads overlap). Idempotent; an
+    instance whose storage is already pooled (the webserver's) or is not PostgreSQL is
+    left as it is.
+
+    Why not ``optimize_for_webserver``, which the webserver uses: it keeps one
+    connection per storage, and a storage call that needs a second while holding the
+    first gets a new connection each time (SQLAlchemy closes overflow connections when
+    they are returned). Storing a materialization does that (its tag insert checks
+    ``has_table`` on another connection), nine times per batch run; the daemon's
+    threads overlap all the time. The engines are made as that method makes them
+    (autocommit, the URL's options, a statement timeout), with a larger pool."""
     if instance in _pooled:
         return
     _pooled.add(instance)
     engines = _engines(instance)
     if not engines or any(e is None or type(e.pool).__name__ != "NullPool" for e in engines):
         return
-    instance.optimize_for_webserver(
-        statement_timeout=STATEMENT_TIMEOUT_MS,
-        pool_recycle=POOL_RECYCLE_S,
-        max_overflow=max_overflow,
+    for storage in _storages(instance):
+        _replace_engine(storage, pool_size, max_overflow)
+
+
+def _replace_engine(storage, pool_size: int, max_overflow: int) -> None:
+    from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
+    from sqlalchemy import event
+
+    old = storage._engine
+    kwargs: dict = {
+        "isolation_level": "AUTOCOMMIT",
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_recycle": POOL_RECYCLE_S,
+    }
+    options = old.url.query.get("options")
+    if options:
+        kwargs["connect_args"] = {"options": options}
+    engine = create_pg_engine(
+        storage.postgres_url, getattr(storage, "_token_provider", None), **kwargs
     )
+    event.listen(
+        engine,
+        "connect",
+        lambda connection, _: set_pg_statement_timeout(connection, STATEMENT_TIMEOUT_MS),
+    )
+    storage._engine = engine
+    old.dispose()

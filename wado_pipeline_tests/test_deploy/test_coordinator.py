@@ -6,11 +6,13 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, AssetMaterialization, DagsterInstance
+from sqlalchemy import event
 
 from wado_pipeline.core.run_contract import SENSOR_LOOP_SECONDS, SENSOR_TICK_SECONDS
 from wado_pipeline.dagster_internals import sensor_daemon_module
 from wado_pipeline.instance.coordinator import PooledQueuedRunCoordinator
+from wado_pipeline.instance.storage_pool import pool_dagster_storage
 from wado_pipeline_tests.support import wait_until
 
 
@@ -56,3 +58,33 @@ def test_the_daemons_instance_is_tuned_by_its_coordinator(
         proc = launcher._proc
     assert proc.wait(timeout=30) == 0  # the instance's dispose ended it
     assert SENSOR_TICK_SECONDS < 5
+
+
+# The tag Dagster gives every materialization and indexes in its own table (its
+# data_version module's DATA_VERSION_TAG).
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+@pytest.mark.stack
+def test_a_materializations_nested_storage_call_reuses_a_pooled_connection(
+    dagster_home, monkeypatch
+):
+    """Storing a materialization with a data version (every run's, nine per batch)
+    checks a table on a second connection while holding the first: with the pool of
+    ``pool_dagster_storage`` both stay open, so ten such events open two connections,
+    not eleven."""
+    home, storage_url = dagster_home
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+    with DagsterInstance.from_config(str(home)) as instance:
+        pool_dagster_storage(instance)
+        engine = instance.event_log_storage._engine
+        opened = []
+        event.listen(engine, "connect", lambda *_: opened.append(1))
+        for i in range(10):
+            instance.report_runless_asset_event(
+                AssetMaterialization("pooled", tags={DATA_VERSION_TAG: str(i)})
+            )
+        records = instance.fetch_materializations(AssetKey("pooled"), limit=20).records
+        assert len(records) == 10
+        assert records[0].asset_materialization.tags[DATA_VERSION_TAG] == "9"
+        assert len(opened) == 2, f"{len(opened)} connections opened for 10 events"
