@@ -261,7 +261,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from wado_pipeline.bench import bench_pipeline
 
         quick = args.quick
-        upstream = Path(args.against_upstream) if args.against_upstream else None
+        upstream = Path(args.against_upstream).resolve() if args.against_upstream else None
         if upstream is not None and not (upstream / "bin" / "wado-consumer").is_file():
             print(f"bench: no bin/wado-consumer under {upstream}", file=sys.stderr)
             return EXIT_PROBLEM
