@@ -199,6 +199,25 @@ def test_an_aged_remainder_waits_for_the_run_in_flight_to_end_then_leaves():
     assert (r.start, r.end) == (0, 30)
 
 
+def test_a_young_remainder_held_behind_a_run_leaves_when_it_ends():
+    """Ten messages, half a second old: on an idle partition they wait for the count or
+    the age; held behind a run in flight they leave at the first tick after it ended
+    (they have waited that run already), and the next ones wait as usual again."""
+    young = NOW - 500
+    idle = cursor_at(0, oldest_ts=young, ts_offset=0)
+    assert plan_batches(idle, {0: (0, 10)}, NOW, POLICY, {0: 0}).ranges == []
+    c = cursor_at(0, oldest_ts=young, ts_offset=0)
+    assert plan_batches(c, {0: (0, 10)}, NOW, POLICY, {0: 1}).ranges == []
+    assert c.partitions[0].held
+    c = Cursor.from_json(c.to_json(), "t")  # the tick's cursor is saved in between
+    assert c.partitions[0].held
+    (r,) = plan_batches(c, {0: (0, 12)}, NOW + 1000, POLICY, {0: 0}).ranges
+    assert (r.start, r.end) == (0, 12)
+    assert not c.partitions[0].held
+    c.partitions[0].oldest_ts, c.partitions[0].ts_offset = NOW + 1500, 12
+    assert plan_batches(c, {0: (0, 20)}, NOW + 2000, POLICY, {0: 0}).ranges == []
+
+
 def test_steady_heavy_traffic_makes_fewer_larger_runs():
     """167 messages per tick, each run in flight (queued, then running) for the two
     ticks after its request: one run every three ticks after the first, of three ticks'
