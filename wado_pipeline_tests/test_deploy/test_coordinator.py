@@ -12,7 +12,7 @@ from sqlalchemy import event
 from wado_pipeline.core.run_contract import SENSOR_LOOP_SECONDS, SENSOR_TICK_SECONDS
 from wado_pipeline.dagster_internals import sensor_daemon_module
 from wado_pipeline.instance.coordinator import PooledQueuedRunCoordinator
-from wado_pipeline.instance.storage_pool import pool_dagster_storage
+from wado_pipeline.instance.storage_pool import SCHEMA_PROBES, pool_dagster_storage
 from wado_pipeline_tests.support import wait_until
 
 
@@ -66,13 +66,11 @@ DATA_VERSION_TAG = "dagster/data_version"
 
 
 @pytest.mark.stack
-def test_a_materializations_nested_storage_call_reuses_a_pooled_connection(
-    dagster_home, monkeypatch
-):
-    """Storing a materialization with a data version (every run's, nine per batch)
-    checks a table on a second connection while holding the first: with the pool of
-    ``pool_dagster_storage`` both stay open, so ten such events open two connections,
-    not eleven."""
+def test_a_storage_call_nested_in_another_reuses_a_pooled_connection(dagster_home, monkeypatch):
+    """A storage call that needs a second connection while holding the first (the
+    daemon's threads overlap all the time): with the pool of ``pool_dagster_storage``
+    both stay open, so five such calls open two connections, not six; and the storage
+    still works on them."""
     home, storage_url = dagster_home
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
     with DagsterInstance.from_config(str(home)) as instance:
@@ -80,11 +78,60 @@ def test_a_materializations_nested_storage_call_reuses_a_pooled_connection(
         engine = instance.event_log_storage._engine
         opened = []
         event.listen(engine, "connect", lambda *_: opened.append(1))
-        for i in range(10):
+        for _ in range(5):
+            with engine.connect() as outer, engine.connect() as inner:
+                assert outer.exec_driver_sql("SELECT 1").scalar() == 1
+                assert inner.exec_driver_sql("SELECT 2").scalar() == 2
+        for i in range(3):
             instance.report_runless_asset_event(
                 AssetMaterialization("pooled", tags={DATA_VERSION_TAG: str(i)})
             )
         records = instance.fetch_materializations(AssetKey("pooled"), limit=20).records
-        assert len(records) == 10
-        assert records[0].asset_materialization.tags[DATA_VERSION_TAG] == "9"
-        assert len(opened) == 2, f"{len(opened)} connections opened for 10 events"
+        assert [r.asset_materialization.tags[DATA_VERSION_TAG] for r in records] == [
+            "2",
+            "1",
+            "0",
+        ]
+        assert len(opened) == 2, f"{len(opened)} connections opened"
+
+
+def test_every_cached_schema_probe_is_still_dagsters():
+    """After a Dagster upgrade: each probe ``SCHEMA_PROBES`` names is still a method of
+    that storage class (a renamed one would quietly go back to a catalogue query)."""
+    import dagster_postgres
+
+    for class_name, names in SCHEMA_PROBES.items():
+        cls = getattr(dagster_postgres, class_name)
+        assert [n for n in names if not callable(getattr(cls, n, None))] == [], class_name
+
+
+@pytest.mark.stack
+def test_schema_probes_ask_the_catalogue_once_per_storage(dagster_home, monkeypatch):
+    """The same storage calls twice: the first round asks PostgreSQL's catalogue
+    whether migrations' tables and columns exist, the second does not."""
+    home, storage_url = dagster_home
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+    with DagsterInstance.from_config(str(home)) as instance:
+        pool_dagster_storage(instance)
+        storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+        catalogue = []
+        for storage in storages:
+            event.listen(
+                storage._engine,
+                "before_cursor_execute",
+                lambda _c, _cur, sql, *_: catalogue.append(sql) if "pg_catalog" in sql else None,
+            )
+
+        def calls(i: int) -> None:
+            instance.report_runless_asset_event(
+                AssetMaterialization("probed", tags={DATA_VERSION_TAG: str(i)})
+            )
+            instance.all_instigator_state()
+            instance.get_run_records(limit=1)
+            instance.get_backfills(limit=1)
+
+        calls(1)
+        first = len(catalogue)
+        calls(2)
+        assert first > 0
+        assert catalogue[first:] == []
