@@ -1,11 +1,11 @@
 """The run queue of ``dagster.yaml``: Dagster's ``QueuedRunCoordinator``, in a daemon
-that keeps pooled connections to Dagster's storage and ticks the sensor every 1 to 1.5 s.
+that keeps pooled connections to Dagster's storage and ticks the sensor every 1 to 1.25 s.
 
 The daemon loads the run coordinator before its loops start (its queue loop reads the
 coordinator's interval), so this is the plug-in through which the daemon is tuned:
 - its instance is pooled (``storage_pool``): the sensor's run requests, the queue's
   dequeues and run monitoring reuse connections instead of opening one per call;
-- its sensor loop runs every ``SENSOR_LOOP_SECONDS`` (0.5 s) instead of Dagster's 5 s,
+- its sensor loop runs every ``SENSOR_LOOP_SECONDS`` (0.25 s) instead of Dagster's 5 s,
   which has no setting: the period is a module constant of Dagster's sensor daemon,
   read at every loop (``dagster_internals``; ``test_coordinator.py`` checks it is still
   there and still read). With threads (``sensors: use_threads`` in dagster.yaml) a tick

@@ -1,6 +1,6 @@
 """The Kafka offset sensor: storage-topic offsets in, one run per micro-batch out.
 
-Every 1 to 1.5 s (``SENSOR_TICK_SECONDS``) it reads each partition's beginning and end
+Every 1 to 1.25 s (``SENSOR_TICK_SECONDS``) it reads each partition's beginning and end
 offsets and the consumer group's progress (never message content, apart from one
 timestamp for the age trigger), plans
 batches with ``core.planning`` and requests one run per offset range. The cursor holds
