@@ -245,6 +245,26 @@ def batch_runs(home: Path, storage: str) -> list[dict]:
     return out
 
 
+def upkeep_runs(home: Path, storage: str, since: float) -> list[dict]:
+    """The runs that are not batches (verification, pruning) as job name and times in
+    seconds after ``since``: what shared the cores with the batches."""
+    os.environ["DAGSTER_POSTGRES_URL"] = storage
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_run_records(ascending=True)
+        return [
+            {
+                "job": r.dagster_run.job_name,
+                "requested_s": round(r.create_timestamp.timestamp() - since, 2),
+                "started_s": round(r.start_time - since, 2) if r.start_time else None,
+                "ended_s": round(r.end_time - since, 2) if r.end_time else None,
+            }
+            for r in records
+            if RANGE_TAG not in r.dagster_run.tags
+        ]
+
+
 def run_timeline(runs: list[dict], since: float) -> list[dict]:
     """``runs`` (``batch_runs``) as partition, size and times in seconds after ``since``."""
 
@@ -404,6 +424,7 @@ def steady(rates: list[float], seconds: float) -> dict:
                 requested = [(r["partition"], r["end"], r["requested"]) for r in runs]
                 stats.update(end_of_window(sent, where, seen["pg"], requested))
                 stats["timeline"] = run_timeline(runs, min(sent.values()))
+                stats["upkeep_runs"] = upkeep_runs(home, storage, min(sent.values()))
                 cpu = session_cpu_seconds(session)
                 stats["cpu_s"] = round(cpu, 2)
                 stats["cpu_s_per_1000_messages"] = round(cpu / n * 1000, 2)

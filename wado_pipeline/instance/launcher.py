@@ -45,6 +45,7 @@ from typing import Any
 
 from dagster import DagsterRun, Field
 
+from wado_pipeline.core.run_contract import LANE_TAG, UPKEEP_LANE
 from wado_pipeline.dagster_internals import (
     CheckRunHealthResult,
     ConfigurableClassData,
@@ -59,6 +60,19 @@ from wado_pipeline.instance.warm_process import process_start_ticks
 log = logging.getLogger(__name__)
 
 WORKER_TAG = "wado/run_worker"
+
+# Upkeep runs (the minute's verification, a pruning) are forked at this niceness, so a
+# batch run gets the CPU first: a verification re-reads a minute's store messages and
+# looks their keys up in both sinks, and on two cores, beside three batch runs, it
+# slowed them all for its seconds (the 100 msg/s tail).
+UPKEEP_NICENESS = 10
+
+
+def worker_niceness(tags: Mapping[str, str]) -> int:
+    """The niceness a run's worker is forked at: upkeep below the batches."""
+    return UPKEEP_NICENESS if tags.get(LANE_TAG) == UPKEEP_LANE[LANE_TAG] else 0
+
+
 # The zygote's first answer comes after its imports (~1-3 s); later ones after a fork.
 READY_TIMEOUT_S = 120.0
 FORK_TIMEOUT_S = 30.0
@@ -145,7 +159,11 @@ class WarmProcessRunLauncher(DefaultRunLauncher):
         if origin is None or not _same_interpreter(origin.executable_path):
             super().launch_run(context)
             return
-        request = {"run_id": run.run_id, "instance_ref": serialize_value(self._instance.get_ref())}
+        request = {
+            "run_id": run.run_id,
+            "instance_ref": serialize_value(self._instance.get_ref()),
+            "nice": worker_niceness(run.tags),
+        }
         reply = self._fork(request)
         if reply is None or "pid" not in reply:
             log.warning("warm run launcher unavailable (%s); launching the default way", reply)

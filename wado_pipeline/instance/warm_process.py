@@ -104,6 +104,8 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
         try:
             request = json.loads(line)
             pid = _fork_run(request, sock.fileno())
+            if request.get("nice"):
+                os.setpriority(os.PRIO_PROCESS, pid, int(request["nice"]))
             reply = {"pid": pid, "start": process_start_ticks(pid)}
         except Exception as exc:  # (reported to the launcher, which falls back)
             reply = {"error": f"{type(exc).__name__}: {exc}"}

@@ -20,9 +20,14 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.bench.sandbox import dagster_process
-from wado_pipeline.core.run_contract import JOB_NAME
+from wado_pipeline.core.run_contract import JOB_NAME, UPKEEP_LANE
 from wado_pipeline.dagster_internals import DagsterLaunchFailedError, WorkerStatus
-from wado_pipeline.instance.launcher import WORKER_TAG, WarmProcessRunLauncher, signal_worker
+from wado_pipeline.instance.launcher import (
+    WORKER_TAG,
+    WarmProcessRunLauncher,
+    signal_worker,
+    worker_niceness,
+)
 from wado_pipeline.instance.warm_process import process_start_ticks
 from wado_pipeline_tests.support import encode, postgres_rows, synthetic_messages, wait_until
 from wado_pipeline_tests.test_system.test_ui import gql, running_dagster_dev
@@ -212,6 +217,23 @@ def test_a_changed_code_location_replaces_the_warm_process(tmp_path, monkeypatch
 
 
 BOGUS = {"run_id": "no-such-run", "instance_ref": "{}"}  # a worker that exits at once
+
+
+def test_upkeep_workers_are_forked_below_the_batches():
+    """An upkeep run's worker (its tags name the upkeep lane) runs at niceness 10, set
+    before the warm process answers; a batch run's at the warm process's own."""
+    assert worker_niceness({**UPKEEP_LANE, "dagster/schedule_name": "x"}) == 10
+    assert worker_niceness({"wado/lane": "data"}) == 0 and worker_niceness({}) == 0
+    launcher = WarmProcessRunLauncher(preload_modules=[])  # the worker imports Dagster
+    try:
+        launcher._zygote()
+        own = os.getpriority(os.PRIO_PROCESS, launcher._proc.pid)
+        upkeep = launcher._fork({**BOGUS, "nice": worker_niceness(UPKEEP_LANE)})
+        batch = launcher._fork({**BOGUS, "nice": 0})
+        assert os.getpriority(os.PRIO_PROCESS, upkeep["pid"]) == own + 10
+        assert os.getpriority(os.PRIO_PROCESS, batch["pid"]) == own
+    finally:
+        launcher.dispose()
 
 
 def test_a_dead_warm_process_is_replaced_before_the_request():
