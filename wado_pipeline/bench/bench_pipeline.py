@@ -387,6 +387,18 @@ def backlog(n: int, max_batch: int) -> dict:
     }
 
 
+def cpu_stats(session: int, window_from: float, n: int) -> dict:
+    """The deployment's CPU seconds so far, per 1,000 of the ``n`` messages, and per
+    1,000 over the sending window (from ``window_from``, the session's CPU at the first
+    send, to the last run's end: start-up left out)."""
+    cpu = session_cpu_seconds(session)
+    return {
+        "cpu_s": round(cpu, 2),
+        "cpu_s_per_1000_messages": round(cpu / n * 1000, 2),
+        "window_cpu_s_per_1000_messages": round((cpu - window_from) / n * 1000, 2),
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
@@ -423,13 +435,11 @@ def steady(rates: list[float], seconds: float) -> dict:
                 stats["breakdown"] = latency_breakdown(runs, sent, where, seen["pg"])
                 requested = [(r["partition"], r["end"], r["requested"]) for r in runs]
                 stats.update(end_of_window(sent, where, seen["pg"], requested))
-                stats["timeline"] = run_timeline(runs, min(sent.values()))
-                stats["upkeep_runs"] = upkeep_runs(home, storage, min(sent.values()))
-                cpu = session_cpu_seconds(session)
-                stats["cpu_s"] = round(cpu, 2)
-                stats["cpu_s_per_1000_messages"] = round(cpu / n * 1000, 2)
-                # from the first send to the last run's end: start-up left out
-                stats["window_cpu_s_per_1000_messages"] = round((cpu - window_from) / n * 1000, 2)
+                since = min(sent.values())
+                stats.update(
+                    timeline=run_timeline(runs, since), **cpu_stats(session, window_from, n)
+                )
+                stats["upkeep_runs"] = upkeep_runs(home, storage, since)
             lat_pg = [seen["pg"][t] - sent[t] for t in seen["pg"]]
             lat_maria = [seen["maria"][t] - sent[t] for t in seen["maria"]]
             out["rates"][str(rate)] = {
