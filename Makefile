@@ -59,7 +59,10 @@ dev: up
 	cp dagster.yaml $(DAGSTER_HOME_DIR)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-validate: install
+# Dagster reads the project's dagster.yaml here, whose storage (the stack's) leaves its
+# tables to init-db.
+validate: up
+	$(BIN)/wado-pipeline init-db --only dagster
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 # The whole pipeline with data flowing, in the Dagster UI: stack, sample archive (synthetic

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, instance_for_test
@@ -12,6 +13,8 @@ from wado_pipeline.bench.sandbox import dagster_home as sandbox_dagster_home
 from wado_pipeline_tests.support import dump_tables, run_range
 
 pytestmark = pytest.mark.stack
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def cli(settings, *args, check=True):
@@ -105,3 +108,28 @@ def test_init_db_makes_dagster_storage_which_instances_no_longer_make(
     database = url.rsplit("/", 1)[1].split("?")[0]
     assert first.strip() == f"Dagster storage created (database {database})"
     assert again.strip() == f"Dagster storage ready (database {database})"
+
+
+def test_make_validate_makes_the_storage_then_validates(settings, tmp_path, monkeypatch):
+    """`make validate` runs where Dagster reads the project's dagster.yaml: its recipe
+    makes the storage's tables first, and those two commands pass on an empty database."""
+    recipe = (PROJECT / "Makefile").read_text().split("\nvalidate:", 1)[1].split("\n\n")[0]
+    steps = [line.strip() for line in recipe.splitlines()[1:]]
+    assert steps == [
+        "$(BIN)/wado-pipeline init-db --only dagster",
+        "$(BIN)/dagster definitions validate -w workspace.yaml",
+    ]
+    with sandbox_dagster_home(tmp_path, settings.postgres_url, create_storage=False) as (_, url):
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
+        cli(settings, "init-db", "--only", "dagster")
+        env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+        dagster = Path(sys.executable).parent / "dagster"
+        done = subprocess.run(
+            [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+            cwd=PROJECT,
+            env={**env, **settings.to_env()},
+            capture_output=True,
+            text=True,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "All code locations passed validation" in done.stderr + done.stdout
