@@ -104,8 +104,9 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
         try:
             request = json.loads(line)
             pid = _fork_run(request, sock.fileno())
-            if request.get("nice"):
-                os.setpriority(os.PRIO_PROCESS, pid, int(request["nice"]))
+            if request.get("nice"):  # below this process's own, before the answer
+                own = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, pid, own + int(request["nice"]))
             reply = {"pid": pid, "start": process_start_ticks(pid)}
         except Exception as exc:  # (reported to the launcher, which falls back)
             reply = {"error": f"{type(exc).__name__}: {exc}"}
