@@ -24,11 +24,16 @@ from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable  # 
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG  # noqa: F401
 from dagster._core.utils import make_new_run_id  # noqa: F401
 from dagster._daemon import sensor as sensor_daemon_module  # noqa: F401
+from dagster._daemon.daemon import DagsterDaemon, SpanMarker  # noqa: F401
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (  # noqa: F401
+    QueuedRunCoordinatorDaemon,
+)
 from dagster._serdes import (  # noqa: F401
     ConfigurableClassData,
     deserialize_value,
     serialize_value,
 )
+from dagster._utils.error import serializable_error_info_from_exc_info  # noqa: F401
 from dagster._utils.interrupts import capture_interrupts  # noqa: F401
 
 WHY = {
@@ -50,6 +55,11 @@ WHY = {
     # instance/coordinator.py: the sensor daemon's loop period, a module constant
     # (MIN_INTERVAL_LOOP_TIME, 5 s) read at every loop, with no setting of its own
     "sensor_daemon_module": "coordinator: the sensor daemon's loop period",
+    # instance/coordinator.py: the queue daemon's loop, which waits out its interval
+    # whatever arrives; the coordinator's own loop also wakes when a run is submitted
+    "QueuedRunCoordinatorDaemon": "coordinator: its loop, woken by a submission",
+    "SpanMarker": "coordinator: what a daemon loop yields around a pass",
+    "serializable_error_info_from_exc_info": "coordinator: a failed pass, as daemons report it",
     # resources/retention.py: what Dagster's delete_run leaves behind, and tick purging
     "AssetCheckExecutionsTable": "retention: check results delete_run leaves",
     "TickStatus": "retention: which ticks are purged",
@@ -62,4 +72,5 @@ WHY = {
     "ReconstructableJob": "tests: run a job in a worker process",
     "RepositorySnap": "tests: what the UI's resource page reads",
     "make_new_run_id": "tests: a run id for a subset run",
+    "DagsterDaemon": "tests: the daemon loop still calls core_loop",
 }

@@ -206,6 +206,14 @@ def read_batch(
             "job or `wado-pipeline rebuild`.",
             allow_retries=False,
         )
+    # The publish step's producer connects while the batch is read.
+    kafka.warm_up_publishing(
+        [
+            t
+            for t in (ingest.state_topic, ingest.image_topic)
+            if topic_key(t) in context.selected_asset_keys
+        ]
+    )
     ranges = [rng] if rng is not None else _resolve_pending(context, kafka, ingest)
     try:
         batch = batch_steps.read_ranges(

@@ -124,16 +124,13 @@ def publish(
     A topic given as None is not published to (a run that rebuilds other sinks).
     Returns (state messages, image messages)."""
     g = batch.grouped
-    n_state = n_image = 0
+    messages = {}
     if state_topic is not None:
-        n_state = kafka.publish(
-            state_topic, [OutgoingMessage(state_key(r), encode_row(r)) for r in g.states]
-        )
+        messages[state_topic] = [OutgoingMessage(state_key(r), encode_row(r)) for r in g.states]
     if image_topic is not None:
-        n_image = kafka.publish(
-            image_topic, [OutgoingMessage(image_key(r), encode_row(r)) for r in g.images]
-        )
-    return n_state, n_image
+        messages[image_topic] = [OutgoingMessage(image_key(r), encode_row(r)) for r in g.images]
+    sent = kafka.publish_all(messages) if messages else {}
+    return sent.get(state_topic, 0), sent.get(image_topic, 0)
 
 
 def publish_dead_letters(

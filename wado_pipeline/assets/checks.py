@@ -214,15 +214,15 @@ def _key_results(sink: Sink, res, tables, keys, expected, context_counts):
     with res.engine.connect() as conn:
         for t in tables:
             want = expected[t.name]
-            table = res.tables[t.name]
+            found = queries.key_counts(conn, t, res.tables[t.name], want)
             counts = {
                 **context_counts,
                 "expected_keys": len(want),
-                "found_keys": queries.count_present(conn, t, table, want),
-                "rows_with_null_keys": queries.count_null_keys(conn, t, table, want),
+                "found_keys": found.found,
+                "rows_with_null_keys": found.null_key_rows,
             }
             if sink is POSTGRES:  # Doris' unique key model cannot hold duplicates
-                counts["duplicate_keys"] = queries.count_duplicate_keys(conn, t, table, want)
+                counts["duplicate_keys"] = found.duplicate_keys
             yield AssetCheckResult(
                 asset_key=keys[sink.output(t.name)],
                 check_name=BATCH_KEYS,

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from wado_pipeline.core import schema as S
-from wado_pipeline_tests.support import consume_all
+from wado_pipeline_tests.support import consume_all, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -26,6 +26,37 @@ def test_kafka_publish_is_readable(settings, kafka):
     kafka.publish(settings.state_topic, [OutgoingMessage(b"k", b'{"a":1}')])
     (rec,) = consume_all(settings.kafka_bootstrap, settings.state_topic, expected=1)
     assert rec.key == b"k" and rec.value == b'{"a":1}'
+
+
+def test_a_warmed_up_producer_publishes_both_topics_in_one_flush(settings, kafka):
+    """The run warms the producer up while it reads its batch: the topics' partitions
+    are known before the publish step, which then sends both topics and flushes once."""
+    from wado_pipeline.resources.kafka import OutgoingMessage
+
+    topics = [settings.state_topic, settings.image_topic]
+    kafka.warm_up_publishing(topics)
+    wait_until(
+        lambda: all(kafka.producer().partitions_for(t) for t in topics),
+        30,
+        "the producer to learn both topics",
+        0.05,
+    )
+    flushes = []
+    producer = kafka.producer()
+    real_flush = producer.flush
+    producer.flush = lambda *a, **k: (flushes.append(1), real_flush(*a, **k))[1]
+    sent = kafka.publish_all(
+        {
+            settings.state_topic: [OutgoingMessage(b"s%d" % i, b"{}") for i in range(3)],
+            settings.image_topic: [OutgoingMessage(b"i%d" % i, b"{}") for i in range(5)],
+        }
+    )
+    assert sent == {settings.state_topic: 3, settings.image_topic: 5}
+    assert flushes == [1]
+    got_state = consume_all(settings.kafka_bootstrap, settings.state_topic, expected=3)
+    got_image = consume_all(settings.kafka_bootstrap, settings.image_topic, expected=5)
+    assert sorted(r.key for r in got_state) == [b"s0", b"s1", b"s2"]
+    assert sorted(r.key for r in got_image) == [b"i%d" % i for i in range(5)]
 
 
 def _object_row(trace_id: str) -> dict:

@@ -5,8 +5,9 @@ advisory locks."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, and_, func, or_, select, text, tuple_
+from sqlalchemy import Connection, Table, case, func, or_, select, text, tuple_
 
 from wado_pipeline.core import schema as S
 
@@ -31,37 +32,44 @@ def count_present(conn: Connection, spec: S.Table, table: Table, keys: Sequence[
     )
 
 
-def count_null_keys(conn: Connection, spec: S.Table, table: Table, keys: Sequence[tuple]) -> int:
-    """Rows among ``keys`` with a NULL in any Doris key column (which is a superset of
-    the primary key): such a row could not be loaded into Doris' UNIQUE KEY table."""
+@dataclass(frozen=True)
+class KeyCounts:
+    """What a table holds of some keys: ``found`` (distinct keys present),
+    ``null_key_rows`` (rows with a NULL in a Doris key column, which is a superset of
+    the primary key: such a row could not be loaded into Doris' UNIQUE KEY table) and
+    ``duplicate_keys`` (keys stored more than once)."""
+
+    found: int
+    null_key_rows: int
+    duplicate_keys: int
+
+
+def key_counts(conn: Connection, spec: S.Table, table: Table, keys: Sequence[tuple]) -> KeyCounts:
+    """``KeyCounts`` of ``keys`` (tuples in ``spec.key`` order), one query per chunk of
+    keys: the verification looks a minute's keys up while batches write beside it, so
+    each index range is read once, not once per question."""
     cols = [table.c[k] for k in spec.key]
     nulls = or_(*(table.c[k].is_(None) for k in spec.doris_key))
-    return sum(
-        conn.execute(
-            select(func.count())
-            .select_from(table)
-            .where(and_(tuple_(*cols).in_(list(part)), nulls))
-        ).scalar_one()
-        for part in _chunks(keys)
-    )
-
-
-def count_duplicate_keys(
-    conn: Connection, spec: S.Table, table: Table, keys: Sequence[tuple]
-) -> int:
-    """Keys among ``keys`` stored more than once."""
-    cols = [table.c[k] for k in spec.key]
-    total = 0
+    found = null_rows = dups = 0
     for part in _chunks(keys):
-        dup = (
-            select(*cols)
+        per_key = (
+            select(
+                func.count().label("n"),
+                func.sum(case((nulls, 1), else_=0)).label("nulls"),
+            )
             .where(tuple_(*cols).in_(list(part)))
             .group_by(*cols)
-            .having(func.count() > 1)
             .subquery()
         )
-        total += conn.execute(select(func.count()).select_from(dup)).scalar_one()
-    return total
+        row = conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(per_key.c.nulls), 0),
+                func.coalesce(func.sum(case((per_key.c.n > 1, 1), else_=0)), 0),
+            )
+        ).one()
+        found, null_rows, dups = found + row[0], null_rows + int(row[1]), dups + int(row[2])
+    return KeyCounts(found, null_rows, dups)
 
 
 def rejections_in(
