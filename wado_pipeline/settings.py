@@ -224,6 +224,12 @@ class Settings:
         "… or when its oldest pending message has waited this long",
         run=True,
     )
+    batch_quiet_seconds: float = _setting(
+        "WADO_BATCH_QUIET_SECONDS",
+        1.0,
+        "… or when no message has arrived on it for this long (0: off)",
+        run=True,
+    )
     max_batch_messages: int = _setting(
         "WADO_MAX_BATCH_MESSAGES",
         4000,

@@ -2,7 +2,10 @@
 
 Pure logic, used by the Kafka sensor. A partition is due when it has at least
 ``batch_messages`` pending, or when its oldest pending message would have waited
-``wait_seconds`` by the next tick. A due partition gets one run for everything pending,
+``wait_seconds`` by the next tick, or when no message has arrived on it for
+``quiet_seconds`` (its traffic stopped: waiting longer would not grow the batch, only
+delay it; a series that has finished arriving is visible ~1 s after its last image
+instead of up to ``wait_seconds`` later). A due partition gets one run for everything pending,
 up to ``max_batch_messages`` (a longer backlog is cut into runs of that size). Under
 load, batches grow by themselves: while a partition has a run queued or running, only a
 full batch joins it, and the rest goes at the first tick after that run has ended,
@@ -33,6 +36,8 @@ class BatchPolicy:
     # ``wait_seconds`` before the next tick is due now: the wait is a bound, honoured at
     # the last tick before it is reached rather than at the first tick after it.
     tick_seconds: float = 0.0
+    # A partition with messages pending and none arriving for this long is due (0: off).
+    quiet_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,19 @@ class PartitionState:
     # What is pending was held back behind a run in flight: it leaves at the first tick
     # after that run ended, whatever its count or age (see ``plan_batches``).
     held: bool = False
+    # The partition's end offset at the last tick it changed, and when (ms): how long
+    # no message has arrived on it (see ``BatchPolicy.quiet_seconds``).
+    end_seen: int | None = None
+    end_seen_ms: int | None = None
+
+    def note_end(self, end: int, now_ms: int) -> None:
+        """Record the partition's end offset at this tick."""
+        if end != self.end_seen:
+            self.end_seen, self.end_seen_ms = end, now_ms
+
+    def quiet_for_ms(self, now_ms: int) -> int:
+        """How long the end offset has not moved (0 when unknown)."""
+        return 0 if self.end_seen_ms is None else now_ms - self.end_seen_ms
 
     def progress_of(self, group: PartitionProgress | None, beginning: int) -> PartitionProgress:
         """The group's progress; before the group's first commit, nothing processed since
@@ -168,6 +186,11 @@ class Cursor:
                         **({"lost_below": s.lost_below} if s.lost_below else {}),
                         **({"held": True} if s.held else {}),
                         **(
+                            {"end_seen": s.end_seen, "end_seen_ms": s.end_seen_ms}
+                            if s.end_seen is not None
+                            else {}
+                        ),
+                        **(
                             {
                                 "holes": [
                                     [h.start, h.end, h.first_seen_ms, h.attempts, h.last_launch_ms]
@@ -204,6 +227,8 @@ class Cursor:
                     start=s.get("start"),
                     lost_below=s.get("lost_below", 0),
                     held=bool(s.get("held", False)),
+                    end_seen=s.get("end_seen"),
+                    end_seen_ms=s.get("end_seen_ms"),
                 )
                 for p, s in obj.get("partitions", {}).items()
             },
@@ -243,6 +268,7 @@ def plan_batches(
     inflight = inflight or {}
     for p, (begin, end) in sorted(offsets.items()):
         state = cursor.partitions[p]
+        state.note_end(end, now_ms)
         if state.next < begin:
             # Retention deleted messages nobody processed: report, never hide.
             plan.lost.append(LostRange(p, state.next, begin))
@@ -268,11 +294,12 @@ def plan_batches(
             and state.ts_offset == state.next
             and now_ms - state.oldest_ts + policy.tick_seconds * 1000 >= policy.wait_seconds * 1000
         )
+        quiet = 0 < policy.quiet_seconds * 1000 <= state.quiet_for_ms(now_ms)
         while allowed > 0 and pending > 0:
             if busy and pending < policy.max_batch_messages:
                 state.held = True  # a run is in flight: only a full batch joins it
                 break
-            if pending < policy.batch_messages and not aged and not state.held:
+            if pending < policy.batch_messages and not (aged or quiet or state.held):
                 break
             size = min(pending, policy.max_batch_messages)
             plan.ranges.append(OffsetRange(cursor.topic, p, state.next, state.next + size))

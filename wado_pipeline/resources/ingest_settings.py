@@ -64,4 +64,5 @@ class IngestSettings(_Fields):
             max_batch_messages=self.max_batch_messages,
             max_inflight=self.max_inflight_per_partition,
             tick_seconds=SENSOR_TICK_SECONDS,
+            quiet_seconds=self.batch_quiet_seconds,
         )

@@ -91,7 +91,9 @@ def test_lost_offsets_are_reported_not_hidden():
 
 
 def test_cursor_json_roundtrip():
-    c = Cursor("t", {0: PartitionState(5, NOW, 5), 2: PartitionState(7)})
+    c = Cursor(
+        "t", {0: PartitionState(5, NOW, 5, end_seen=9, end_seen_ms=NOW), 2: PartitionState(7)}
+    )
     assert Cursor.from_json(c.to_json(), "t") == c
     assert Cursor.from_json(c.to_json(), "other").partitions == {}
 
@@ -216,6 +218,34 @@ def test_a_young_remainder_held_behind_a_run_leaves_when_it_ends():
     assert not c.partitions[0].held
     c.partitions[0].oldest_ts, c.partitions[0].ts_offset = NOW + 1500, 12
     assert plan_batches(c, {0: (0, 20)}, NOW + 2000, POLICY, {0: 0}).ranges == []
+
+
+def test_a_partition_whose_traffic_stopped_is_due_after_the_quiet_time():
+    """Ten young messages, 0.5 s old: while more keep arriving they wait for the count
+    or the age; once the end offset has not moved for ``quiet_seconds`` (1 s here)
+    they leave, and a run in flight still holds them."""
+    from dataclasses import replace
+
+    quiet = replace(POLICY, quiet_seconds=1)
+    c = cursor_at(0, oldest_ts=NOW - 500, ts_offset=0)
+    assert plan_batches(c, {0: (0, 10)}, NOW, quiet, {0: 0}).ranges == []
+    # 0.6 s later two more arrived: not quiet, and 1.1 s old is far from the 5 s
+    assert plan_batches(c, {0: (0, 12)}, NOW + 600, quiet, {0: 0}).ranges == []
+    c = Cursor.from_json(c.to_json(), "t")  # the tick's cursor is saved in between
+    # 0.9 s after the last arrival: not yet
+    assert plan_batches(c, {0: (0, 12)}, NOW + 1500, quiet, {0: 0}).ranges == []
+    # 1 s after it: due, everything pending in one run
+    (r,) = plan_batches(c, {0: (0, 12)}, NOW + 1600, quiet, {0: 0}).ranges
+    assert (r.start, r.end) == (0, 12)
+    # the same quiet partition with a run in flight: held behind it, as before
+    busy = cursor_at(0, oldest_ts=NOW - 500, ts_offset=0)
+    plan_batches(busy, {0: (0, 10)}, NOW, quiet, {0: 1})
+    assert plan_batches(busy, {0: (0, 10)}, NOW + 2000, quiet, {0: 1}).ranges == []
+    assert busy.partitions[0].held
+    # with the rule off (0), only the count and the age make a run
+    off = cursor_at(0, oldest_ts=NOW - 500, ts_offset=0)
+    plan_batches(off, {0: (0, 10)}, NOW, POLICY, {0: 0})
+    assert plan_batches(off, {0: (0, 10)}, NOW + 3000, POLICY, {0: 0}).ranges == []
 
 
 def test_steady_heavy_traffic_makes_fewer_larger_runs():
