@@ -52,8 +52,8 @@ class PooledQueuedRunCoordinator(QueuedRunCoordinator):
     dequeue interval in fractions of a second.
 
     Dagster's own takes whole seconds: at its floor (1 s) a run waited 0.5 s on average
-    for the queue's loop; the loop waits in steps of 0.5 s, which is the shortest period
-    that means something (dagster.yaml sets it)."""
+    for the queue's loop (dagster.yaml sets 0.5 s). A submission in the daemon's process
+    starts a pass at once (``woken_queue_loop``)."""
 
     @property
     def dequeue_interval_seconds(self) -> float:

@@ -21,13 +21,14 @@ from typing import ClassVar
 
 import pymysql
 from pydantic import PrivateAttr
-from sqlalchemy import Table, text
+from sqlalchemy import Engine, Table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.planning import OffsetRange
 from wado_pipeline.resources.sql.backend import TRANSIENT_DB_ERRORS, Rows, SqlBackend
+from wado_pipeline.resources.sql.mysql_tls import share_tls_context
 from wado_pipeline.resources.sql.queries import count_present
 from wado_pipeline.resources.sql.tables import doris_ddl, sa_tables
 from wado_pipeline.resources.sql.upserts import doris_insert_sql, mariadb_upsert
@@ -48,6 +49,12 @@ class DorisBackend(SqlBackend):
         pymysql.err.OperationalError,
         pymysql.err.InterfaceError,
     )
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = share_tls_context(super().engine)
+        return self._engine
 
     @property
     def tables(self) -> dict[str, Table]:

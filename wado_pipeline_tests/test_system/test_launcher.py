@@ -171,14 +171,16 @@ def test_only_the_launched_process_is_signalled():
 
 def test_the_warm_process_preloads_what_a_run_worker_imports():
     """dagster.yaml's preload list: each module exists, and each is one a run worker
-    imports anyway (its code location and Dagster's run command), so the warm process
-    holds nothing runs do not use."""
+    imports anyway (its code location, Dagster's run command, and opening its instance
+    from a reference, as a worker does), so the warm process holds nothing runs do not
+    use."""
     import yaml
 
     config = yaml.safe_load((Path(__file__).parents[2] / "dagster.yaml").read_text())
     preload = config["run_launcher"]["config"]["preload_modules"]
     probe = (
         "import sys, wado_pipeline.definitions, dagster._cli.api, dagster_postgres; "
+        "from dagster import DagsterInstance; DagsterInstance.local_temp(); "
         f"print([m for m in {preload!r} if m not in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
