@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from dagster import ConfigurableResource
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.cluster import ClusterMetadata
 from kafka.errors import (
     KafkaError,
     MessageSizeTooLargeError,
@@ -32,6 +33,16 @@ from wado_pipeline.resources.retry import with_retries
 from wado_pipeline.settings import DLQ_MAX_MESSAGE_BYTES, Settings, TopicSpec
 
 log = logging.getLogger(__name__)
+
+# The least time between two metadata requests of one client. kafka-python 3.0 makes a
+# client's cluster metadata without passing the client's ``retry_backoff_ms`` on, so it
+# is always its class default of 100 ms: a new client's first request for a topic's
+# metadata came 0.1 s after its bootstrap request, every time. Each run's read and each
+# sensor tick open new clients (the sensor's tick waited 0.2 s for it, a run's read
+# 0.1 s). 20 ms still keeps a client whose metadata fails from asking more than 50
+# times a second; ``test_kafka_metadata_backoff.py`` checks the default is still read.
+METADATA_BACKOFF_MS = 20
+ClusterMetadata.DEFAULT_CONFIG["retry_backoff_ms"] = METADATA_BACKOFF_MS
 
 
 class RecordTooLarge(Exception):
