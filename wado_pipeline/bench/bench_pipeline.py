@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, text
 from wado_pipeline.assets import batch_steps
 from wado_pipeline.bench.sandbox import dagster_home, dagster_process, namespace
 from wado_pipeline.bench.synthetic import synthetic_archive
-from wado_pipeline.bench.upstream import session_cpu_seconds
+from wado_pipeline.bench.upstream import session_cpu_by_role
 from wado_pipeline.core import schema as S
 from wado_pipeline.core.dicom.parallel import shutdown_pool
 from wado_pipeline.core.planning import OffsetRange
@@ -228,21 +228,44 @@ def batch_runs(home: Path, storage: str) -> list[dict]:
             if not span or not part.isdigit():
                 continue
             start, end = (int(x) for x in span.split("-"))
-            starting = instance.get_records_for_run(
-                run.run_id, of_type=DagsterEventType.PIPELINE_STARTING, limit=1
-            ).records
+            events = [
+                r.event_log_entry
+                for r in instance.get_records_for_run(run.run_id, limit=1000).records
+            ]
+            starting = [
+                e.timestamp
+                for e in events
+                if e.dagster_event_type == DagsterEventType.PIPELINE_STARTING
+            ]
             out.append(
                 {
                     "partition": int(part),
                     "start": start,
                     "end": end,
                     "requested": record.create_timestamp.timestamp(),
-                    "dequeued": starting[0].event_log_entry.timestamp if starting else None,
+                    "dequeued": starting[0] if starting else None,
                     "started": record.start_time,
                     "ended": record.end_time,
+                    "steps": step_spans(events),
                 }
             )
     return out
+
+
+def step_spans(events: list) -> dict[str, tuple[float, float]]:
+    """Each step's STEP_START and STEP_SUCCESS times (epoch s) from a run's events: how
+    a run's time splits between its ops and Dagster's own work around them."""
+    from dagster import DagsterEventType
+
+    began: dict[str, float] = {}
+    spans: dict[str, tuple[float, float]] = {}
+    for e in events:
+        step, kind = e.step_key, e.dagster_event_type
+        if step and kind == DagsterEventType.STEP_START:
+            began[step] = e.timestamp
+        elif step in began and kind == DagsterEventType.STEP_SUCCESS:
+            spans[step.rsplit(".", 1)[-1]] = (began[step], e.timestamp)
+    return spans
 
 
 def upkeep_runs(home: Path, storage: str, since: float) -> list[dict]:
@@ -359,7 +382,8 @@ def backlog(n: int, max_batch: int) -> dict:
                 started_at = time.time()
                 t1 = wait_for_rows(b, sop_count, timeout=max(600, n / 5))
                 settle_runs(home, storage)
-                cpu = session_cpu_seconds(session)
+                roles = session_cpu_by_role(session)
+                cpu = sum(roles.values())
                 stats = run_stats(home, storage, b.consumer_group)
                 timeline = run_timeline(batch_runs(home, storage), started_at)
     dagster_rate = n / (t1 - t0)
@@ -375,6 +399,9 @@ def backlog(n: int, max_batch: int) -> dict:
         "dagster_msgs_per_s": round(dagster_rate, 1),
         "cpu_s": round(cpu, 2),
         "cpu_s_per_1000_messages": round(cpu / n * 1000, 2),
+        "cpu_s_per_1000_messages_by_role": {
+            role: round(v / n * 1000, 2) for role, v in sorted(roles.items())
+        },
         "dagster_seconds": round(t1 - t0, 2),
         "ratio": round(dagster_rate / core["core_msgs_per_s"], 3),
         "dagster_msgs_per_s_from_first_run": round(running_rate, 1) if running_rate else None,
@@ -387,15 +414,20 @@ def backlog(n: int, max_batch: int) -> dict:
     }
 
 
-def cpu_stats(session: int, window_from: float, n: int) -> dict:
+def cpu_stats(session: int, window_from: dict[str, float], n: int) -> dict:
     """The deployment's CPU seconds so far, per 1,000 of the ``n`` messages, and per
-    1,000 over the sending window (from ``window_from``, the session's CPU at the first
-    send, to the last run's end: start-up left out)."""
-    cpu = session_cpu_seconds(session)
+    1,000 over the sending window (from ``window_from``, the session's CPU by role at the
+    first send, to the last run's end: start-up left out), in all and by role."""
+    now = session_cpu_by_role(session)
+    cpu, before = sum(now.values()), sum(window_from.values())
     return {
         "cpu_s": round(cpu, 2),
         "cpu_s_per_1000_messages": round(cpu / n * 1000, 2),
-        "window_cpu_s_per_1000_messages": round((cpu - window_from) / n * 1000, 2),
+        "window_cpu_s_per_1000_messages": round((cpu - before) / n * 1000, 2),
+        "window_cpu_s_per_1000_messages_by_role": {
+            role: round((s - window_from.get(role, 0.0)) / n * 1000, 2)
+            for role, s in sorted(now.items())
+        },
     }
 
 
@@ -424,7 +456,7 @@ def steady(rates: list[float], seconds: float) -> dict:
                 before = storage_profile(storage)
                 where: dict[tuple[int, int], str] = {}
                 watcher = RowWatcher(s).start()  # watching from before the first send
-                window_from = session_cpu_seconds(session)
+                window_from = session_cpu_by_role(session)
                 sent = produce(s, messages, rate=rate, where=where)
                 watcher.wait_for(set(sent), timeout=120)
                 seen = watcher.stop()
@@ -550,6 +582,21 @@ def end_of_window(
     }
 
 
+def add_step_stages(stages: dict[str, list[float]], run: dict) -> None:
+    """A run's op durations (``step:NAME_s``), the time from RUN_START to its first step
+    (resources, plan) and from its last step to its end (its last events)."""
+    spans = run.get("steps") or {}
+    for name, (a, b) in spans.items():
+        stages.setdefault(f"step:{name}_s", []).append(b - a)
+    if spans and run["ended"] is not None:
+        first = min(a for a, _ in spans.values())
+        last = max(b for _, b in spans.values())
+        stages.setdefault("run_start_to_first_step_s", []).append(first - run["started"])
+        stages.setdefault("last_step_to_run_end_s", []).append(run["ended"] - last)
+        gaps = sum(b - a for a, b in spans.values())
+        stages.setdefault("between_steps_s", []).append(last - first - gaps)
+
+
 def latency_breakdown(
     runs: list[dict],
     sent: dict[str, float],
@@ -581,6 +628,7 @@ def latency_breakdown(
         stages["run_start_to_rows_visible_s"].append(visible[first] - started)
         if r["ended"] is not None:
             stages["rows_visible_to_run_end_s"].append(r["ended"] - visible[first])
+        add_step_stages(stages, r)
     return {
         name: {"p50": percentile(v, 50), "p99": percentile(v, 99), "runs": len(v)}
         for name, v in stages.items()

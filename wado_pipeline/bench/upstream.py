@@ -128,6 +128,52 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _role(pid: int) -> str:
+    """Which part of the deployment a process is, from its name and command line."""
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    if comm == "wado-run-worker":
+        return "runs"
+    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    if "wado_pipeline.instance.warm_process" in cmd:
+        return "warm_process"
+    if "dagster-daemon" in cmd or "dagster_daemon" in cmd:
+        return "daemon"
+    if "api grpc" in cmd or "code-server" in cmd:
+        return "code_server"
+    return "other"
+
+
+def session_cpu_by_role(session: int) -> dict[str, float]:
+    """CPU seconds of a session's live processes by part of the deployment: ``daemon``,
+    ``code_server``, ``warm_process`` (its own work), ``runs`` (the run workers: those
+    running, and those the warm process has reaped, counted in its children's time),
+    ``other``. Sums to ``session_cpu_seconds``."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            pid = int(entry)
+            fields = _stat_fields(pid)
+            if int(fields[3]) != session:
+                continue
+            own = (int(fields[11]) + int(fields[12])) / tck
+            reaped = (int(fields[13]) + int(fields[14])) / tck
+            role = _role(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+        out[role] = out.get(role, 0.0) + own
+        # A warm process reaps the run workers; anything else reaps its own helpers.
+        helpers = "runs" if role == "warm_process" else role
+        out[helpers] = out.get(helpers, 0.0) + reaped
+    return out
+
+
 def session_cpu_seconds(session: int) -> float:
     """CPU time of every live process of a session (a process group leader's tree):
     the daemon, its code server, the warm process and the run workers it reaped."""

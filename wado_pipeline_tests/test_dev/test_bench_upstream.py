@@ -1,11 +1,11 @@
 """The side-by-side benchmark's bookkeeping: ratios of pipeline to upstream figures, and
-CPU time read from /proc for a process and a whole session."""
+CPU time read from /proc for a process, a whole session and its parts."""
 
 import subprocess
 import sys
 
 from wado_pipeline.bench.bench_upstream import with_backlog_comparison, with_steady_comparison
-from wado_pipeline.bench.upstream import cpu_seconds, session_cpu_seconds
+from wado_pipeline.bench.upstream import cpu_seconds, session_cpu_by_role, session_cpu_seconds
 
 
 def test_ratios_put_the_pipeline_over_upstream():
@@ -38,6 +38,30 @@ def test_cpu_time_of_a_process_and_of_its_session():
         assert child.stdout.read(4) == b"done"  # its CPU is spent; it now sleeps
         assert cpu_seconds(child.pid) >= 0.5
         assert session_cpu_seconds(child.pid) >= 0.5
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_sessions_cpu_time_is_split_by_part_of_the_deployment():
+    """A child named as the warm launcher names a run worker spins for 0.6 s of CPU: it
+    counts under ``runs``, and the parts add up to the session's total."""
+    code = (
+        "import sys, time\n"
+        "open('/proc/self/comm', 'w').write('wado-run-worker')\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.6: pass\n"
+        "sys.stdout.write('done'); sys.stdout.flush(); time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout.read(4) == b"done"
+        roles = session_cpu_by_role(child.pid)
+        assert roles.get("runs", 0.0) >= 0.5
+        assert set(roles) <= {"runs"}  # nothing else runs in its session
+        assert abs(sum(roles.values()) - session_cpu_seconds(child.pid)) < 0.05
     finally:
         child.kill()
         child.wait()

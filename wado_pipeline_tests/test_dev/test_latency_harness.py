@@ -5,11 +5,18 @@ when production ends (the old harness's error: every stamp was the end of the wi
 import threading
 import time
 from datetime import datetime
+from types import SimpleNamespace
 
 import pytest
+from dagster import DagsterEventType
 from sqlalchemy import create_engine, text
 
-from wado_pipeline.bench.bench_pipeline import RowWatcher, end_of_window
+from wado_pipeline.bench.bench_pipeline import (
+    RowWatcher,
+    end_of_window,
+    latency_breakdown,
+    step_spans,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -91,3 +98,36 @@ def test_end_of_window_counts_what_was_not_yet_requested_or_visible():
     assert out["catch_up_s"] == 2.5
     # a message never seen: no catch-up time
     assert end_of_window(sent, where, {"a": 7.0}, requested)["catch_up_s"] is None
+
+
+def _event(step, kind, t):
+    return SimpleNamespace(step_key=step, dagster_event_type=kind, timestamp=t)
+
+
+def test_a_runs_time_splits_into_its_steps_and_dagsters_work_around_them():
+    """Run started at 100.0 and ended at 101.0; read_batch 100.1-100.4, write_postgres
+    100.45-100.75 (rows visible at 100.7), and a step that never succeeded (left out)."""
+    events = [
+        _event(None, DagsterEventType.RUN_START, 100.0),
+        _event("ingest_batch.read_batch", DagsterEventType.STEP_START, 100.1),
+        _event("ingest_batch.read_batch", DagsterEventType.STEP_SUCCESS, 100.4),
+        _event("ingest_batch.write_postgres", DagsterEventType.STEP_START, 100.45),
+        _event("ingest_batch.write_postgres", DagsterEventType.STEP_OUTPUT, 100.6),
+        _event("ingest_batch.write_postgres", DagsterEventType.STEP_SUCCESS, 100.75),
+        _event("ingest_batch.write_doris", DagsterEventType.STEP_START, 100.8),
+    ]
+    spans = step_spans(events)
+    assert spans == {"read_batch": (100.1, 100.4), "write_postgres": (100.45, 100.75)}
+    run = {"partition": 0, "start": 0, "end": 1, "requested": 99.5, "dequeued": 99.6}
+    run.update(started=100.0, ended=101.0, steps=spans)
+    got = latency_breakdown([run], {"m": 99.0}, {(0, 0): "m"}, {"m": 100.7})
+
+    def p50(name):
+        return round(got[name]["p50"], 2)
+
+    assert p50("step:read_batch_s") == 0.3 and p50("step:write_postgres_s") == 0.3
+    assert p50("run_start_to_first_step_s") == 0.1
+    assert p50("last_step_to_run_end_s") == 0.25
+    assert p50("between_steps_s") == 0.05
+    assert p50("first_message_age_at_request_s") == 0.5
+    assert p50("run_start_to_rows_visible_s") == 0.7
