@@ -20,7 +20,15 @@ from dagster._core.launcher.base import (  # noqa: F401
 )
 from dagster._core.remote_representation.external_data import RepositorySnap  # noqa: F401
 from dagster._core.scheduler.instigation import TickStatus  # noqa: F401
+from dagster._core.storage.compute_log_manager import (  # noqa: F401
+    CapturedLogContext,
+    ComputeIOType,
+)
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable  # noqa: F401
+from dagster._core.storage.local_compute_log_manager import (  # noqa: F401
+    IO_TYPE_EXTENSION,
+    LocalComputeLogManager,
+)
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG  # noqa: F401
 from dagster._core.utils import make_new_run_id  # noqa: F401
 from dagster._daemon import sensor as sensor_daemon_module  # noqa: F401
@@ -60,6 +68,11 @@ WHY = {
     "QueuedRunCoordinatorDaemon": "coordinator: its loop, woken by a submission",
     "SpanMarker": "coordinator: what a daemon loop yields around a pass",
     "serializable_error_info_from_exc_info": "coordinator: a failed pass, as daemons report it",
+    # instance/compute_logs.py: run output captured into the files without the tail mirror
+    "LocalComputeLogManager": "compute logs: base class (files, the UI's reading of them)",
+    "CapturedLogContext": "compute logs: what capture_logs yields",
+    "ComputeIOType": "compute logs: stdout/stderr file names",
+    "IO_TYPE_EXTENSION": "compute logs: stdout/stderr file names",
     # resources/retention.py: what Dagster's delete_run leaves behind, and tick purging
     "AssetCheckExecutionsTable": "retention: check results delete_run leaves",
     "TickStatus": "retention: which ticks are purged",

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
 from wado_pipeline.bench.sandbox import dagster_process
@@ -69,6 +69,7 @@ def test_runs_fork_from_a_warm_process_replaced_when_it_dies(
     home, storage_url = dagster_home
     messages = synthetic_messages(storage_root, 160)
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # where the compute logs are read
     with dagster_process(["dagster-daemon", "run"], settings, home, storage_url):
         produce(encode(messages[:100]), partition=0)
         wait_until(lambda: image_rows(settings) == 100, 180, "the first 100 rows", interval=1)
@@ -82,6 +83,18 @@ def test_runs_fork_from_a_warm_process_replaced_when_it_dies(
             workers = [json.loads(r.tags[WORKER_TAG]) for r in runs]
             assert len({w["pid"] for w in workers}) == len(runs)
             assert all(w["pid"] != first and w["host"] == socket.gethostname() for w in workers)
+            # The run's output was captured into the compute-log files the UI reads (its
+            # runs print nothing below WARNING: they are empty), and marked complete.
+            manager = instance.compute_log_manager
+            for r in runs:
+                (captured,) = instance.get_records_for_run(
+                    r.run_id, of_type=DagsterEventType.LOGS_CAPTURED
+                ).records
+                file_key = captured.event_log_entry.dagster_event.logs_captured_data.file_key
+                key = manager.build_log_key_for_run(r.run_id, file_key)
+                assert manager.is_capture_complete(key)
+                for ext in ("out", "err"):
+                    assert Path(manager.get_captured_local_path(key, ext)).is_file()
 
             os.kill(first, signal.SIGKILL)
             produce(encode(messages[100:]), partition=0)
