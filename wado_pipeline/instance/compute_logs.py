@@ -64,14 +64,22 @@ class FileComputeLogManager(LocalComputeLogManager):
         inst_data: ConfigurableClassData | None = None,
         mirror: bool = False,
     ) -> None:
-        # Without base_dir, where Dagster's default manager writes: the instance's home
-        # (DAGSTER_HOME, which Dagster needs set for the daemon, its runs and the
-        # webserver alike) + storage. A process opening the instance from a directory
-        # without DAGSTER_HOME reads them relative to its working directory.
+        # Without base_dir, where Dagster's default manager writes: <instance home>/storage,
+        # set when the instance registers itself (below); DAGSTER_HOME until then.
+        self._configured = base_dir is not None
         home = os.environ.get("DAGSTER_HOME") or os.getcwd()
         base = base_dir or os.path.join(home, "storage")
         super().__init__(base, polling_timeout=polling_timeout, inst_data=inst_data)
         self._mirror = mirror
+
+    def register_instance(self, instance) -> None:
+        """The instance this manager belongs to: without ``base_dir`` its logs go under
+        that instance's home, whichever directory it was opened from (as Dagster's
+        default manager's do), not under the process's DAGSTER_HOME or working
+        directory."""
+        super().register_instance(instance)
+        if not self._configured:
+            self._base_dir = os.path.join(instance.root_directory, "storage")
 
     @classmethod
     def config_type(cls) -> dict:

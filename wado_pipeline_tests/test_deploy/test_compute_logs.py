@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 from dagster import DagsterInstance
 
@@ -61,14 +62,25 @@ def test_mirror_true_also_copies_it_to_the_terminal(tmp_path):
     assert "from python" in data.stdout.decode()
 
 
-def test_the_projects_dagster_yaml_uses_it_under_the_instance_home(tmp_path, monkeypatch):
-    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+@pytest.mark.parametrize("env", ["same", "other", "unset"])
+def test_the_projects_dagster_yaml_uses_it_under_the_instance_home(tmp_path, monkeypatch, env):
+    """Under the home the instance was opened from, whatever DAGSTER_HOME says (a test or
+    a script opening an instance from a directory must not write into its working
+    directory)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    env_home = {"same": home, "other": tmp_path / "elsewhere", "unset": None}[env]
+    if env_home is None:
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    else:
+        monkeypatch.setenv("DAGSTER_HOME", str(env_home))
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql+psycopg2://unused@127.0.0.1:1/unused")
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     assert config["compute_logs"]["config"]["mirror"] is False
-    with DagsterInstance.from_config(str(tmp_path)) as instance:
+    with DagsterInstance.from_config(str(home)) as instance:
         manager = instance.compute_log_manager
         assert isinstance(manager, FileComputeLogManager)
         path = Path(manager.get_captured_local_path(["run", "compute_logs", "key"], "out"))
-        assert path.parent.parent.parent == tmp_path / "storage"  # where Dagster's default writes
+        assert path.parent.parent.parent == home / "storage"  # where Dagster's default writes

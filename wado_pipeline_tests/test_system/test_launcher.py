@@ -69,7 +69,6 @@ def test_runs_fork_from_a_warm_process_replaced_when_it_dies(
     home, storage_url = dagster_home
     messages = synthetic_messages(storage_root, 160)
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # where the compute logs are read
     with dagster_process(["dagster-daemon", "run"], settings, home, storage_url):
         produce(encode(messages[:100]), partition=0)
         wait_until(lambda: image_rows(settings) == 100, 180, "the first 100 rows", interval=1)
